@@ -1,0 +1,57 @@
+# Two fresh-machine entry points: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STACK := $(BIN)/python hack/stack.py
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: all deps venv binaries lint unit test e2e demo stack-up stack-down stack-env clean
+
+all: test
+
+## System packages from Debian: MariaDB server and clients, openssl, unshare (util-linux).
+deps:
+	@bash hack/install-deps.sh
+
+$(BIN)/python: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(BIN)/python
+
+venv: $(BIN)/python
+
+## Control plane, etcd, kubectl, helm and MinIO from the Go module proxy (cached under ~/.cache).
+binaries:
+	@bash hack/build-binaries.sh >/dev/null
+
+lint: venv
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
+	$(BIN)/mypy --strict operator/mysql_backup_operator
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+## Everything: lint, unit tests, then the real-stack tests (the fixtures start or reuse the stack).
+test: deps venv binaries lint
+	$(BIN)/pytest -q -rs tests
+
+e2e: deps venv binaries
+	$(BIN)/pytest -q -rs tests/e2e
+
+stack-up: deps venv binaries
+	$(STACK) up
+
+stack-down: venv
+	$(STACK) down
+
+stack-env: venv
+	@$(STACK) env
+
+demo: deps venv binaries
+	@bash hack/demo.sh
+
+clean: stack-down
+	rm -rf $(VENV) .stack

@@ -1,0 +1,501 @@
+"""`mysql-backup-agent`: the program inside backup and restore Jobs.
+
+backup:  pymysql metadata -> mysqldump | compress | sha256 | S3 multipart upload -> manifest
+restore: manifest -> verify sha256 of the stored object -> download | decompress | filter | mysql
+
+It never imports kopf and needs no Kubernetes API access. Its one output is a JSON result,
+written to the termination message (and stdout), which the operator copies into status.
+Exit codes: 0 success, 1 failure worth a retry, 2 failure no retry can fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import IO, Any
+
+from .. import __version__
+from ..api import Compression, Reason
+from . import errors, storage
+from .config import AgentConfig, load
+from .errors import AgentError
+from .sqlstream import (
+    DatabaseFilter,
+    client_binary,
+    compressor,
+    decompress,
+    detect_compression,
+    dump_command,
+    mysql_command,
+    parse_binlog,
+    write_defaults_file,
+)
+
+LOG = logging.getLogger("mysql-backup-agent")
+SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
+READ_CHUNK = 1024 * 1024
+HEADER_SCAN = 256 * 1024
+TERMINATION_LOG = os.environ.get("MBO_TERMINATION_LOG", "/dev/termination-log")
+MAX_RESULT = 4000
+MANIFEST_VERSION = 1
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (deadline exceeded or pod deleted)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+# ----------------------------------------------------------------------------- database metadata
+
+
+def connect(cfg: AgentConfig, database: str | None = None) -> Any:
+    import pymysql
+
+    ssl: dict[str, Any] | None = None
+    if cfg.db.tls_enabled:
+        ssl = {"ca": cfg.db.tls_ca_file} if cfg.db.tls_ca_file else {"check_hostname": False}
+    try:
+        return pymysql.connect(
+            host=cfg.db.host,
+            port=cfg.db.port,
+            user=cfg.db.user,
+            password=cfg.db.password,
+            database=database,
+            connect_timeout=10,
+            read_timeout=60,
+            charset="utf8mb4",
+            ssl=ssl,
+        )
+    except pymysql.err.MySQLError as e:
+        code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+        raise errors.from_mysql_errno(code, str(e.args[1] if len(e.args) > 1 else e), what="connect") from None
+
+
+def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
+    import pymysql
+
+    conn = connect(cfg)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            version = str(cur.fetchone()[0])
+            if cfg.db.databases:
+                databases = list(cfg.db.databases)
+                cur.execute(
+                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN %s", (tuple(databases),)
+                )
+                found = {r[0] for r in cur.fetchall()}
+                missing = [d for d in databases if d not in found]
+                if missing:
+                    raise AgentError(
+                        Reason.DUMP_FAILED, f"database(s) not found on the server: {', '.join(missing)}", permanent=True
+                    )
+            else:
+                cur.execute(
+                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN %s ORDER BY 1",
+                    (SYSTEM_SCHEMAS,),
+                )
+                databases = [r[0] for r in cur.fetchall()]
+            counts: dict[str, int] = {"tables": 0, "views": 0, "routines": 0, "triggers": 0, "events": 0}
+            if databases:
+                dbs = tuple(databases)
+                queries = {
+                    "tables": "SELECT COUNT(*) FROM information_schema.TABLES "
+                    "WHERE TABLE_TYPE='BASE TABLE' AND TABLE_SCHEMA IN %s",
+                    "views": "SELECT COUNT(*) FROM information_schema.TABLES "
+                    "WHERE TABLE_TYPE='VIEW' AND TABLE_SCHEMA IN %s",
+                    "routines": "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN %s",
+                    "triggers": "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN %s",
+                    "events": "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN %s",
+                }
+                for k, q in queries.items():
+                    cur.execute(q, (dbs,))
+                    counts[k] = int(cur.fetchone()[0])
+            binlog_on = False
+            try:
+                cur.execute("SHOW MASTER STATUS")
+                binlog_on = cur.fetchone() is not None
+            except pymysql.err.MySQLError:
+                binlog_on = False
+    except pymysql.err.MySQLError as e:
+        code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+        raise errors.from_mysql_errno(code, str(e.args[1] if len(e.args) > 1 else e), what="backup") from None
+    finally:
+        conn.close()
+    if not databases:
+        raise AgentError(Reason.DUMP_FAILED, "the server has no user databases to back up", permanent=True)
+    return {
+        "serverVersion": version,
+        "isMariaDB": "mariadb" in version.lower(),
+        "databases": databases,
+        "counts": counts,
+        "binlogEnabled": binlog_on,
+    }
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+class StderrTail:
+    """Drains a pipe in the background, keeping only the last lines (never the whole output)."""
+
+    def __init__(self, pipe: IO[bytes], lines: int = 40) -> None:
+        self.buf: deque[str] = deque(maxlen=lines)
+        self.thread = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _run(self, pipe: IO[bytes]) -> None:
+        for line in iter(pipe.readline, b""):
+            self.buf.append(line.decode(errors="replace").rstrip())
+
+    def text(self) -> str:
+        self.thread.join(timeout=5)
+        return "\n".join(self.buf)
+
+
+def _is_storage_error(e: BaseException) -> bool:
+    return type(e).__module__.startswith(("botocore", "boto3", "urllib3", "s3transfer"))
+
+
+def _kill(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc and proc.poll() is None:
+        proc.kill()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=5)
+
+
+# ----------------------------------------------------------------------------- backup
+
+
+def backup(cfg: AgentConfig) -> dict[str, Any]:
+    started = now()
+    t0 = time.monotonic()
+    meta = collect_metadata(cfg)
+    s3 = storage.client(cfg.storage)
+    compression = cfg.compression
+    tmpdir = os.environ.get("TMPDIR", "/tmp")
+    defaults = write_defaults_file(cfg.db, tmpdir)
+    proc: subprocess.Popen[bytes] | None = None
+    writer: storage.MultipartWriter | None = None
+    try:
+        argv = dump_command(
+            binary=client_binary("mariadb-dump", "mysqldump"),
+            defaults_file=defaults,
+            db=cfg.db,
+            databases=meta["databases"],
+            is_mariadb=meta["isMariaDB"],
+            capture_binlog=meta["binlogEnabled"],
+            extra_args=cfg.backup.get("extraDumpArgs") or (),
+        )
+        try:
+            writer = storage.MultipartWriter(
+                s3,
+                cfg.storage.bucket,
+                cfg.storage.dump_key,
+                metadata={
+                    "mysqlbackup-backup": str(cfg.backup.get("name", "")),
+                    "mysqlbackup-compression": compression,
+                },
+            )
+        except Exception as e:
+            raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stderr is not None
+        err = StderrTail(proc.stderr)
+        comp = compressor(compression, cfg.backup.get("compressionLevel"))
+        sha = hashlib.sha256()
+        raw_bytes = 0
+        header = b""
+        last = b""
+        try:
+            while True:
+                chunk = proc.stdout.read(READ_CHUNK)
+                if not chunk:
+                    break
+                raw_bytes += len(chunk)
+                if len(header) < HEADER_SCAN:
+                    header += chunk[: HEADER_SCAN - len(header)]
+                last = (last + chunk)[-512:]
+                out = comp.compress(chunk)
+                if out:
+                    sha.update(out)
+                    writer.write(out)
+            code = proc.wait()
+            if code != 0:
+                raise errors.from_tool_stderr(
+                    errors.scrub(err.text(), cfg.secrets), code, tool="mysqldump", what="backup"
+                )
+            skip_comments = "--skip-comments" in (cfg.backup.get("extraDumpArgs") or ())
+            if not skip_comments and b"-- Dump completed" not in last:
+                raise AgentError(
+                    Reason.DUMP_FAILED, "mysqldump output ended without its completion marker", permanent=False
+                )
+            out = comp.flush()
+            if out:
+                sha.update(out)
+                writer.write(out)
+            writer.complete()
+        except AgentError:
+            raise
+        except Exception as e:
+            if _is_storage_error(e):
+                raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
+            if isinstance(e, OSError):
+                raise errors.from_os_error(e, what="backup") from None
+            raise
+    except BaseException:
+        _kill(proc)
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(defaults)
+    completed = now()
+    binlog = parse_binlog(header)
+    location = f"s3://{cfg.storage.bucket}/{cfg.storage.dump_key}"
+    manifest = {
+        "manifestVersion": MANIFEST_VERSION,
+        "agentVersion": __version__,
+        "backup": {k: cfg.backup.get(k) for k in ("name", "namespace", "uid", "policy", "trigger")},
+        "object": cfg.storage.dump_key,
+        "compression": str(compression),
+        "sha256": sha.hexdigest(),
+        "sizeBytes": raw_bytes,
+        "storedBytes": writer.bytes_written,
+        "databases": meta["databases"],
+        "counts": meta["counts"],
+        "serverVersion": meta["serverVersion"],
+        "binlog": binlog.__dict__ if binlog else None,
+        "startedAt": iso(started),
+        "completedAt": iso(completed),
+        "durationSeconds": round(time.monotonic() - t0, 2),
+    }
+    try:
+        s3.put_object(
+            Bucket=cfg.storage.bucket,
+            Key=cfg.storage.manifest_key,
+            Body=json.dumps(manifest, indent=2).encode(),
+            ContentType="application/json",
+        )
+    except Exception as e:
+        # A dump without its manifest is not a backup: remove it so nothing looks complete.
+        with contextlib.suppress(Exception):
+            s3.delete_object(Bucket=cfg.storage.bucket, Key=cfg.storage.dump_key)
+        raise errors.from_s3(e, what="backup manifest", missing_means_not_found=False) from None
+    return {
+        "ok": True,
+        "operation": "backup",
+        "location": location,
+        "manifestLocation": f"s3://{cfg.storage.bucket}/{cfg.storage.manifest_key}",
+        "sizeBytes": raw_bytes,
+        "storedBytes": writer.bytes_written,
+        "sha256": manifest["sha256"],
+        "compression": str(compression),
+        "tableCount": meta["counts"]["tables"],
+        "databases": meta["databases"],
+        "serverVersion": meta["serverVersion"],
+        "binlog": {k: v for k, v in (binlog.__dict__ if binlog else {}).items() if v is not None} or None,
+        "startedAt": iso(started),
+        "completedAt": iso(completed),
+        "durationSeconds": manifest["durationSeconds"],
+    }
+
+
+# ----------------------------------------------------------------------------- restore
+
+
+def read_manifest(cfg: AgentConfig, s3: Any) -> dict[str, Any]:
+    try:
+        body = s3.get_object(Bucket=cfg.storage.bucket, Key=cfg.storage.manifest_key)["Body"].read()
+    except Exception as e:
+        raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        raise AgentError(Reason.CHECKSUM_MISMATCH, "the backup manifest is not valid JSON", permanent=True) from None
+    if not isinstance(manifest, dict) or "sha256" not in manifest:
+        raise AgentError(Reason.CHECKSUM_MISMATCH, "the backup manifest has no sha256", permanent=True)
+    return manifest
+
+
+def verify_object(cfg: AgentConfig, s3: Any, expected: str) -> tuple[int, bytes]:
+    """Reads the whole stored object once and checks its sha256 before anything touches the database."""
+    sha = hashlib.sha256()
+    size = 0
+    head = b""
+    try:
+        for chunk in storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key):
+            if len(head) < 16:
+                head += chunk[:16]
+            sha.update(chunk)
+            size += len(chunk)
+    except Exception as e:
+        raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
+    if sha.hexdigest() != expected:
+        raise AgentError(
+            Reason.CHECKSUM_MISMATCH,
+            f"stored object sha256 {sha.hexdigest()} does not match the manifest's {expected}; nothing was restored",
+            permanent=True,
+        )
+    return size, head
+
+
+def restore(cfg: AgentConfig) -> dict[str, Any]:
+    started = now()
+    t0 = time.monotonic()
+    s3 = storage.client(cfg.storage)
+    manifest = read_manifest(cfg, s3)
+    expected = str(cfg.restore.get("expectedSha256") or manifest["sha256"])
+    if manifest["sha256"] != expected:
+        raise AgentError(
+            Reason.CHECKSUM_MISMATCH,
+            f"manifest sha256 {manifest['sha256']} differs from the Backup's recorded {expected}",
+            permanent=True,
+        )
+    size, head = verify_object(cfg, s3, expected)
+    declared = Compression(manifest.get("compression", "none"))
+    detected = detect_compression(head)
+    if declared != Compression.NONE and detected != declared:
+        raise AgentError(
+            Reason.CHECKSUM_MISMATCH, f"manifest says {declared} but the object starts like {detected}", permanent=True
+        )
+    # Fail fast on credentials before streaming anything.
+    connect(cfg).close()
+    databases = list(cfg.restore.get("databases") or manifest.get("databases") or [])
+    target = cfg.restore.get("target")
+    backed_up = list(manifest.get("databases") or [])
+    filt = None
+    if sorted(databases) != sorted(backed_up) or target:
+        filt = DatabaseFilter(databases, target)
+    defaults = write_defaults_file(cfg.db, os.environ.get("TMPDIR", "/tmp"))
+    proc: subprocess.Popen[bytes] | None = None
+    applied = 0
+    try:
+        argv = mysql_command(binary=client_binary("mariadb", "mysql"), defaults_file=defaults, db=cfg.db)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stderr is not None
+        err = StderrTail(proc.stderr)
+        try:
+            stream: Iterator[bytes] = decompress(
+                storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key), declared
+            )
+            for chunk in stream:
+                out = filt.feed(chunk) if filt else chunk
+                if out:
+                    proc.stdin.write(out)
+                    applied += len(out)
+            if filt:
+                proc.stdin.write(filt.flush())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # mysql died; its exit code and stderr tell why
+        except AgentError:
+            raise
+        except Exception as e:
+            if _is_storage_error(e):
+                raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
+            raise AgentError(Reason.RESTORE_FAILED, f"cannot decode the backup stream: {e}", permanent=True) from None
+        code = proc.wait()
+        if code != 0:
+            raise errors.from_tool_stderr(errors.scrub(err.text(), cfg.secrets), code, tool="mysql", what="restore")
+        if filt and databases and not filt.seen:
+            raise AgentError(
+                Reason.RESTORE_FAILED, "none of the selected databases was found in the dump", permanent=True
+            )
+    except BaseException:
+        _kill(proc)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(defaults)
+    return {
+        "ok": True,
+        "operation": "restore",
+        "databases": [target] if target else databases,
+        "sourceDatabases": databases,
+        "storedBytes": size,
+        "appliedBytes": applied,
+        "sha256": expected,
+        "startedAt": iso(started),
+        "completedAt": iso(now()),
+        "durationSeconds": round(time.monotonic() - t0, 2),
+    }
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def write_result(result: dict[str, Any]) -> None:
+    text = json.dumps(result, separators=(",", ":"), sort_keys=True)
+    if len(text) > MAX_RESULT and "message" in result:
+        over = len(text) - MAX_RESULT + 20
+        result = {**result, "message": "..." + str(result["message"])[over:]}
+        text = json.dumps(result, separators=(",", ":"), sort_keys=True)
+    print(text, flush=True)
+    with contextlib.suppress(OSError), open(TERMINATION_LOG, "w") as f:
+        f.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: mysql-backup-agent {backup|restore|version}", file=sys.stderr)
+        return 2
+    if args[0] in ("version", "--version"):
+        print(f"mysql-backup-agent {__version__}")
+        return 0
+    if args[0] not in ("backup", "restore"):
+        print(f"unknown command {args[0]!r}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    cfg = load()
+    op = args[0]
+    LOG.info("%s starting (agent %s) for %s:%d", op, __version__, cfg.db.host, cfg.db.port)
+    try:
+        result = backup(cfg) if op == "backup" else restore(cfg)
+    except AgentError as e:
+        msg = errors.scrub(e.message, cfg.secrets)
+        LOG.error("%s failed: %s: %s", op, e.reason, msg)
+        write_result({"ok": False, "operation": op, "reason": str(e.reason), "message": msg})
+        return 2 if e.permanent else 1
+    except Terminated:
+        msg = f"{op} was stopped by SIGTERM (deadline exceeded or pod deleted); nothing partial was published"
+        write_result({"ok": False, "operation": op, "reason": str(Reason.TIMEOUT), "message": msg})
+        return 1
+    except Exception as e:
+        msg = errors.scrub(f"{type(e).__name__}: {e}", cfg.secrets)
+        LOG.error("%s failed unexpectedly: %s", op, msg)
+        reason = Reason.DUMP_FAILED if op == "backup" else Reason.RESTORE_FAILED
+        write_result({"ok": False, "operation": op, "reason": str(reason), "message": msg})
+        return 1
+    LOG.info("%s completed in %.1fs", op, result.get("durationSeconds", 0))
+    write_result(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Pure helpers around the mysqldump stream: command lines, compression and the restore filter."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import zstandard
+
+from ..api import Compression
+from .config import DbConfig
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def client_binary(*names: str) -> str:
+    for n in names:
+        path = shutil.which(n)
+        if path:
+            return path
+    return names[-1]
+
+
+def write_defaults_file(db: DbConfig, directory: str | None = None) -> str:
+    """Credentials go to a 0600 option file: mysqldump and mysql read them; argv never sees them."""
+
+    def q(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    fd, path = tempfile.mkstemp(prefix="mbo-", suffix=".cnf", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        f.write("[client]\n")
+        f.write(f"user={q(db.user)}\npassword={q(db.password)}\nhost={q(db.host)}\nport={db.port}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def tls_args(db: DbConfig) -> list[str]:
+    if not db.tls_enabled:
+        return []
+    args = ["--ssl"]
+    if db.tls_ca_file:
+        args += [f"--ssl-ca={db.tls_ca_file}", "--ssl-verify-server-cert"]
+    return args
+
+
+def dump_command(
+    *,
+    binary: str,
+    defaults_file: str,
+    db: DbConfig,
+    databases: Sequence[str],
+    is_mariadb: bool,
+    capture_binlog: bool,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    argv = [
+        binary,
+        f"--defaults-extra-file={defaults_file}",
+        "--single-transaction",
+        "--quick",
+        "--routines",
+        "--triggers",
+        "--events",
+        "--hex-blob",
+        "--add-drop-database",
+        "--default-character-set=utf8mb4",
+        "--max-allowed-packet=1G",
+        *tls_args(db),
+    ]
+    if capture_binlog:
+        argv.append("--master-data=2")
+        if is_mariadb:
+            argv.append("--gtid")
+    if not is_mariadb:
+        argv += ["--set-gtid-purged=OFF", "--column-statistics=0"] if "mysqldump" in os.path.basename(binary) else []
+    argv += list(extra_args)
+    argv += ["--databases", *databases]
+    return argv
+
+
+def mysql_command(*, binary: str, defaults_file: str, db: DbConfig) -> list[str]:
+    return [
+        binary,
+        f"--defaults-extra-file={defaults_file}",
+        "--binary-mode",
+        "--default-character-set=utf8mb4",
+        "--max-allowed-packet=1G",
+        "--batch",
+        *tls_args(db),
+    ]
+
+
+_BINLOG = re.compile(rb"(?:MASTER_LOG_FILE|SOURCE_LOG_FILE)='([^']+)',\s*(?:MASTER_LOG_POS|SOURCE_LOG_POS)=(\d+)")
+_GTID = re.compile(rb"gtid_slave_pos='([^']*)'|GTID_PURGED='([^']*)'")
+
+
+@dataclass(frozen=True)
+class BinlogPosition:
+    file: str | None
+    position: int | None
+    gtid: str | None
+
+
+def parse_binlog(header: bytes) -> BinlogPosition | None:
+    m = _BINLOG.search(header)
+    g = _GTID.search(header)
+    if not m and not g:
+        return None
+    gtid = None
+    if g:
+        gtid = (g.group(1) or g.group(2) or b"").decode()
+    return BinlogPosition(
+        file=m.group(1).decode() if m else None, position=int(m.group(2)) if m else None, gtid=gtid or None
+    )
+
+
+class Compressor(Protocol):
+    def compress(self, data: bytes) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+class _Identity:
+    def compress(self, data: bytes) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class _Zstd:
+    def __init__(self, level: int) -> None:
+        self._c = zstandard.ZstdCompressor(level=level, threads=-1).compressobj()
+
+    def compress(self, data: bytes) -> bytes:
+        return bytes(self._c.compress(data))
+
+    def flush(self) -> bytes:
+        return bytes(self._c.flush())
+
+
+class _Gzip:
+    def __init__(self, level: int) -> None:
+        self._c = zlib.compressobj(level, zlib.DEFLATED, 31)
+
+    def compress(self, data: bytes) -> bytes:
+        return self._c.compress(data)
+
+    def flush(self) -> bytes:
+        return self._c.flush()
+
+
+def compressor(kind: Compression, level: int | None = None) -> Compressor:
+    if kind == Compression.ZSTD:
+        return _Zstd(level or 3)
+    if kind == Compression.GZIP:
+        return _Gzip(level or 6)
+    return _Identity()
+
+
+def detect_compression(head: bytes) -> Compression:
+    if head.startswith(ZSTD_MAGIC):
+        return Compression.ZSTD
+    if head.startswith(GZIP_MAGIC):
+        return Compression.GZIP
+    return Compression.NONE
+
+
+def decompress(chunks: Iterable[bytes], kind: Compression) -> Iterator[bytes]:
+    if kind == Compression.ZSTD:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        for c in chunks:
+            out = d.decompress(c)
+            if out:
+                yield out
+        return
+    if kind == Compression.GZIP:
+        z = zlib.decompressobj(31)
+        for c in chunks:
+            out = z.decompress(c)
+            if out:
+                yield out
+        rest = z.flush()
+        if rest:
+            yield rest
+        if not z.eof:
+            raise gzip.BadGzipFile("gzip stream is truncated")
+        return
+    yield from chunks
+
+
+_CURRENT_DB = re.compile(rb"^-- Current Database: `((?:[^`]|``)+)`")
+
+
+class DatabaseFilter:
+    """Keeps only some databases of a `mysqldump --databases` stream, optionally renaming one.
+
+    mysqldump writes each database as a section opened by a "-- Current Database: `x`" comment,
+    and only CREATE DATABASE, DROP DATABASE and USE name the database itself; tables inside a
+    section are unqualified. So selecting and renaming is a streaming, line-level job.
+    """
+
+    def __init__(self, keep: Sequence[str], rename_to: str | None) -> None:
+        self.keep = {k.encode() for k in keep}
+        self.rename_to = rename_to.encode() if rename_to else None
+        self.current: bytes | None = None
+        self.rest = b""
+        self.seen: set[str] = set()
+
+    def _line(self, line: bytes) -> bytes:
+        m = _CURRENT_DB.match(line)
+        if m:
+            self.current = m.group(1).replace(b"``", b"`")
+            if self.current in self.keep:
+                self.seen.add(self.current.decode())
+        if self.current is None:
+            return line
+        if self.current not in self.keep:
+            return b""
+        if self.rename_to:
+            quoted = b"`" + self.current.replace(b"`", b"``") + b"`"
+            target = b"`" + self.rename_to.replace(b"`", b"``") + b"`"
+            if (
+                line.startswith((b"CREATE DATABASE", b"USE ", b"/*!40000 DROP DATABASE", b"DROP DATABASE"))
+                or m is not None
+            ):
+                line = line.replace(quoted, target)
+        return line
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.rest + chunk
+        lines = data.split(b"\n")
+        self.rest = lines.pop()
+        return b"".join(self._line(line + b"\n") for line in lines)
+
+    def flush(self) -> bytes:
+        out = self._line(self.rest) if self.rest else b""
+        self.rest = b""
+        return out

@@ -1,0 +1,127 @@
+"""S3 access for the agent: a streaming multipart writer and a streaming reader.
+
+Memory stays flat whatever the dump size: at most `max_in_flight` parts of `part_size` bytes are
+held while they upload, and any failure aborts the multipart upload so that no partial object
+ever becomes visible under the dump's key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from .config import StorageConfig
+
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+
+def client(cfg: StorageConfig) -> Any:
+    session = boto3.session.Session(
+        aws_access_key_id=cfg.access_key_id,
+        aws_secret_access_key=cfg.secret_access_key,
+        aws_session_token=cfg.session_token,
+        region_name=cfg.region,
+    )
+    return session.client(
+        "s3",
+        endpoint_url=cfg.endpoint or None,
+        verify=cfg.ca_file or True,
+        config=Config(
+            s3={"addressing_style": "path" if cfg.force_path_style else "auto"},
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=60,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+class MultipartWriter:
+    """write() bytes in any sizes; complete() publishes the object, abort() guarantees nothing is."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_in_flight: int = 2,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.part_size = part_size
+        self.buf = bytearray()
+        self.parts: list[Future[dict[str, Any]]] = []
+        self.slots = threading.BoundedSemaphore(max_in_flight)
+        self.pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="s3-part")
+        self.upload_id: str = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})["UploadId"]
+        self.bytes_written = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self.buf += data
+        self.bytes_written += len(data)
+        while len(self.buf) >= self.part_size:
+            chunk = bytes(self.buf[: self.part_size])
+            del self.buf[: self.part_size]
+            self._submit(chunk)
+
+    def _submit(self, chunk: bytes) -> None:
+        for f in self.parts:  # surface an earlier part's failure as soon as possible
+            if f.done() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+        self.slots.acquire()
+        number = len(self.parts) + 1
+        self.parts.append(self.pool.submit(self._upload, number, chunk))
+
+    def _upload(self, number: int, chunk: bytes) -> dict[str, Any]:
+        try:
+            r = self.s3.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
+            )
+            return {"PartNumber": number, "ETag": r["ETag"]}
+        finally:
+            self.slots.release()
+
+    def complete(self) -> None:
+        if self.buf or not self.parts:
+            self._submit(bytes(self.buf))
+            self.buf.clear()
+        done = [f.result() for f in self.parts]
+        self.s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": done}
+        )
+        self.closed = True
+        self.pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Best effort: an unfinished upload is never a visible object, even if this call fails.
+        with contextlib.suppress(Exception):
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+
+
+def iter_object(s3: Any, bucket: str, key: str, chunk: int = READ_CHUNK) -> Iterator[bytes]:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        while True:
+            data = body.read(chunk)
+            if not data:
+                return
+            yield data
+    finally:
+        body.close()

@@ -1,0 +1,101 @@
+"""API constants shared by the operator and the agent: group, kinds, phases and failure reasons."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+GROUP = "mysqlbackup.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+POLICIES = "backuppolicies"
+BACKUPS = "backups"
+RESTORES = "restores"
+
+# Labels and annotations the operator writes. All live under our group so they never collide.
+LABEL_POLICY = f"{GROUP}/policy"
+LABEL_DB_KEY = f"{GROUP}/database-key"
+LABEL_TRIGGER = f"{GROUP}/trigger"
+LABEL_RESTORE = f"{GROUP}/restore"
+LABEL_RESTORE_UID = f"{GROUP}/restore-uid"
+LABEL_BACKUP = f"{GROUP}/backup"
+LABEL_RESTORE_JOB = f"{GROUP}/restore-job"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "mysql-backup-operator"
+ANNOTATION_KEEP = f"{GROUP}/keep"
+
+
+class Trigger(StrEnum):
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+    PRE_RESTORE = "pre-restore"
+
+
+class Compression(StrEnum):
+    ZSTD = "zstd"
+    GZIP = "gzip"
+    NONE = "none"
+
+    @property
+    def extension(self) -> str:
+        return {"zstd": ".sql.zst", "gzip": ".sql.gz", "none": ".sql"}[self.value]
+
+
+class DeletionPolicy(StrEnum):
+    DELETE = "Delete"
+    RETAIN = "Retain"
+
+
+class BackupPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (BackupPhase.COMPLETED, BackupPhase.FAILED)
+
+
+class RestorePhase(StrEnum):
+    PENDING = "Pending"
+    BACKING_UP = "BackingUp"
+    RESTORING = "Restoring"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RestorePhase.COMPLETED, RestorePhase.FAILED)
+
+
+class Reason(StrEnum):
+    """Every failure reason a user can see in status, events and metrics (docs/troubleshooting.md)."""
+
+    # Reported by the agent.
+    DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+    AUTHENTICATION_FAILED = "AuthenticationFailed"
+    INSUFFICIENT_STORAGE = "InsufficientStorage"
+    STORAGE_UNAVAILABLE = "StorageUnavailable"
+    STORAGE_ACCESS_DENIED = "StorageAccessDenied"
+    TIMEOUT = "Timeout"
+    CHECKSUM_MISMATCH = "ChecksumMismatch"
+    BACKUP_NOT_FOUND = "BackupNotFound"
+    DUMP_FAILED = "DumpFailed"
+    RESTORE_FAILED = "RestoreFailed"
+    # Decided by the operator.
+    POLICY_NOT_FOUND = "PolicyNotFound"
+    INVALID_SPEC = "InvalidSpec"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    BACKUP_NOT_COMPLETED = "BackupNotCompleted"
+    PRE_RESTORE_BACKUP_FAILED = "PreRestoreBackupFailed"
+    JOB_FAILED = "JobFailed"
+    JOB_DELETED = "JobDeleted"
+    # Non-failure condition reasons.
+    DATABASE_BUSY = "DatabaseBusy"
+    QUEUED_BEHIND = "QueuedBehindEarlierOperation"
+
+
+# Condition types.
+COND_QUEUED = "Queued"
+COND_READY = "Ready"

@@ -1,0 +1,182 @@
+"""The operator's only door to the Kubernetes API: typed wrappers around the client calls it makes.
+
+Errors are classified here, at the boundary: a 404 becomes None, a conflict on create becomes
+"already exists" (which callers treat as done), and transient failures become kopf.TemporaryError.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from .api import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
+
+LOG = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def transient(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turns apiserver hiccups into kopf.TemporaryError so the handler retries with a delay."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as e:
+            if e.status in TRANSIENT_STATUSES or e.status is None or e.status == 0:
+                raise kopf.TemporaryError(f"Kubernetes API unavailable ({e.status} {e.reason})", delay=5) from None
+            raise
+        except (ConnectionError, TimeoutError, OSError) as e:
+            raise kopf.TemporaryError(f"Kubernetes API unreachable: {type(e).__name__}", delay=5) from None
+
+    return wrapper
+
+
+class Kube:
+    def __init__(self, api_client: Any | None = None) -> None:
+        if api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api_client = client.ApiClient()
+        self.api = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+
+    def to_dict(self, obj: Any) -> dict[str, Any]:
+        return dict(self.api.sanitize_for_serialization(obj))
+
+    # ---------------------------------------------------------------- custom resources
+
+    @transient
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(POLICIES, namespace, name)
+
+    def get_backup(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(BACKUPS, namespace, name)
+
+    def get_restore(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(RESTORES, namespace, name)
+
+    @transient
+    def list_all(self, plural: str, label_selector: str) -> list[dict[str, Any]]:
+        res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, label_selector=label_selector)
+        return list(res.get("items") or [])
+
+    @transient
+    def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
+        """True if created, False if it already existed (a repeat after a restart)."""
+        try:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, dict(body))
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    @transient
+    def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    @transient
+    def patch_labels(self, plural: str, namespace: str, name: str, labels: Mapping[str, str]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name, {"metadata": {"labels": dict(labels)}}
+        )
+
+    # ---------------------------------------------------------------- jobs and pods
+
+    @transient
+    def create_job(self, body: Mapping[str, Any]) -> bool:
+        try:
+            self.batch.create_namespaced_job(body["metadata"]["namespace"], dict(body))
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    @transient
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.to_dict(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    @transient
+    def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}")
+        return [self.to_dict(p) for p in pods.items]
+
+    # ---------------------------------------------------------------- secrets
+
+    @transient
+    def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            s = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v).decode(errors="replace") for k, v in (s.data or {}).items()}
+
+    # ---------------------------------------------------------------- events
+
+    def event(self, obj: Mapping[str, Any], *, warning: bool, reason: str, message: str) -> None:
+        """Posts a core/v1 Event. Best effort: an event that cannot be posted never fails a handler."""
+        meta = obj["metadata"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": "Warning" if warning else "Normal",
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": "mysql-backup-operator", "host": os.environ.get("HOSTNAME", "")},
+            "reportingComponent": "mysql-backup-operator",
+            "reportingInstance": os.environ.get("HOSTNAME", "mysql-backup-operator"),
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except Exception as e:
+            LOG.warning("could not post event %s on %s: %s", reason, meta["name"], type(e).__name__)

@@ -1,0 +1,98 @@
+"""The operator process: kopf handlers wired to the reconcilers.
+
+Handlers stay thin: turn kopf's view of the object into a plain dict, hand it to the
+reconciler, classify what escapes. Timers (not create handlers) drive the state machines, so
+the same code path serves new objects, restarts and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import kopf
+
+from . import __version__
+from .api import BACKUPS, GROUP, RESTORES, VERSION, BackupPhase, RestorePhase
+from .kube import Kube
+from .models import DEFAULT_AGENT_IMAGE
+from .reconcile import Reconciler, Settings
+
+LOG = logging.getLogger("mysql_backup_operator")
+INTERVAL = float(os.environ.get("MBO_RECONCILE_INTERVAL", "2"))
+
+_state: dict[str, Reconciler] = {}
+_state_lock = threading.Lock()
+
+
+def reconciler() -> Reconciler:
+    with _state_lock:
+        if "r" not in _state:
+            settings = Settings(
+                lock_namespace=os.environ.get("MBO_LOCK_NAMESPACE")
+                or os.environ.get("POD_NAMESPACE")
+                or "mysql-backup-operator",
+                agent_image=os.environ.get("MBO_AGENT_IMAGE", DEFAULT_AGENT_IMAGE),
+            )
+            _state["r"] = Reconciler(Kube(), settings)
+        return _state["r"]
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.enabled = False  # we post our own, meaningful events
+    settings.execution.max_workers = int(os.environ.get("MBO_MAX_WORKERS", "16"))
+    settings.watching.server_timeout = 120
+    reconciler()
+    LOG.info("mysql-backup-operator %s started", __version__)
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": dict(body.metadata),
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }
+
+
+def _backup_active(status: kopf.Status, **_: Any) -> bool:
+    return not BackupPhase(status.get("phase") or "Pending").terminal
+
+
+def _restore_active(status: kopf.Status, **_: Any) -> bool:
+    return not RestorePhase(status.get("phase") or "Pending").terminal
+
+
+@kopf.timer(GROUP, VERSION, BACKUPS, interval=INTERVAL, sharp=False, when=_backup_active)
+def backup_timer(body: kopf.Body, **_: Any) -> None:
+    reconciler().backup(_plain(body))
+
+
+@kopf.timer(GROUP, VERSION, RESTORES, interval=INTERVAL, sharp=False, when=_restore_active)
+def restore_timer(body: kopf.Body, **_: Any) -> None:
+    reconciler().restore(_plain(body))
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("MBO_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    namespaces = [n for n in os.environ.get("MBO_WATCH_NAMESPACES", "").split(",") if n]
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=os.environ.get("MBO_PEERING", "") == "",
+        peering_name=os.environ.get("MBO_PEERING") or None,
+        liveness_endpoint=os.environ.get("MBO_LIVENESS_ENDPOINT") or None,
+    )
+
+
+if __name__ == "__main__":
+    main()

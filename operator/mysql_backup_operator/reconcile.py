@@ -1,0 +1,498 @@
+"""Level-based reconcilers for Backup and Restore.
+
+Each call looks at the object's phase and does the one next step: take the lock, launch the Job,
+read the result, release the lock. Every step is idempotent (deterministic names, "already
+exists" is done, the lock is re-entrant), so an operator killed at any point picks up where it
+stopped without running anything twice. A terminal phase is never left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import conditions as cond
+from . import jobs, naming
+from .api import (
+    API_VERSION,
+    BACKUPS,
+    LABEL_DB_KEY,
+    LABEL_MANAGED_BY,
+    LABEL_POLICY,
+    LABEL_RESTORE,
+    LABEL_RESTORE_UID,
+    LABEL_TRIGGER,
+    MANAGED_BY,
+    RESTORES,
+    BackupPhase,
+    Reason,
+    RestorePhase,
+    Trigger,
+)
+from .kube import Kube
+from .locking import LeaseLock, Operation, acquire
+from .models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
+
+LOG = logging.getLogger(__name__)
+AGENT_REASONS = {r.value for r in Reason}
+
+
+@dataclass(frozen=True)
+class Settings:
+    lock_namespace: str
+    agent_image: str
+    # A Backup whose policy does not exist yet waits this long (GitOps may apply it first).
+    missing_policy_grace_seconds: int = 60
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """Removes secret values (and password-looking assignments) from text shown to users."""
+    for s in sorted((s for s in secrets if s and len(s) >= 3), key=len, reverse=True):
+        text = text.replace(s, "****")
+    return re.sub(r"(?i)(password|secret|token)(\s*[=:]\s*)\S+", r"\1\2****", text)
+
+
+def _op(obj: Mapping[str, Any]) -> Operation:
+    m = obj["metadata"]
+    return Operation(
+        created=m.get("creationTimestamp") or "",
+        kind=obj["kind"],
+        namespace=m["namespace"],
+        name=m["name"],
+        uid=m["uid"],
+    )
+
+
+def _phase(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("status") or {}).get("phase") or "Pending")
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.lock = LeaseLock(kube.coordination, settings.lock_namespace)
+
+    # ================================================================ shared pieces
+
+    def _set(self, plural: str, obj: dict[str, Any], status: Mapping[str, Any] | None) -> None:
+        if status is None:
+            return
+        m = obj["metadata"]
+        self.kube.patch_status(plural, m["namespace"], m["name"], status)
+        # Keep the in-memory copy current so later steps in this same call see the new phase.
+        st = obj.setdefault("status", {})
+        for k, v in status.items():
+            if v is None:
+                st.pop(k, None)
+            else:
+                st[k] = v
+
+    def _fail(
+        self, plural: str, obj: dict[str, Any], reason: Reason | str, message: str, *, release: str | None
+    ) -> None:
+        gen = int(obj["metadata"].get("generation") or 1)
+        self._set(
+            plural,
+            obj,
+            cond.failed(obj.get("status") or {}, reason=reason, message=message, generation=gen, now=utcnow()),
+        )
+        self.kube.event(obj, warning=True, reason=str(reason), message=message)
+        LOG.warning(
+            "%s %s/%s failed: %s: %s",
+            obj["kind"],
+            obj["metadata"]["namespace"],
+            obj["metadata"]["name"],
+            reason,
+            message,
+        )
+        if release:
+            self.lock.release(release, _op(obj))
+
+    def _policy(self, namespace: str, name: str) -> tuple[dict[str, Any] | None, PolicySpec | None]:
+        raw = self.kube.get_policy(namespace, name)
+        if raw is None:
+            return None, None
+        return raw, parse_policy(
+            name=name, namespace=namespace, spec=raw.get("spec") or {}, default_image=self.settings.agent_image
+        )
+
+    def _missing_secrets(self, namespace: str, policy: PolicySpec) -> tuple[str | None, list[str]]:
+        """Checks the Secrets a Job needs before launching it; returns (problem, secret values to scrub)."""
+        values: list[str] = []
+        refs = [
+            (policy.database.password.name, policy.database.password.key),
+            (policy.s3.credentials_secret, policy.s3.access_key_id_key),
+            (policy.s3.credentials_secret, policy.s3.secret_access_key_key),
+        ]
+        if policy.s3.session_token_key:
+            refs.append((policy.s3.credentials_secret, policy.s3.session_token_key))
+        cache: dict[str, dict[str, str] | None] = {}
+        for name, key in refs:
+            if name not in cache:
+                cache[name] = self.kube.secret_values(namespace, name)
+            data = cache[name]
+            if data is None:
+                return f'Secret "{name}" not found in namespace {namespace}', values
+            if key not in data:
+                return f'Secret "{name}" has no key "{key}"', values
+            values.append(data[key])
+        return None, values
+
+    def _is_alive(self, identity: str) -> bool:
+        """A lock holder is alive while its object exists with the same uid and is not terminal."""
+        parsed = Operation.parse_identity(identity)
+        if not parsed:
+            return False
+        kind, ns, name, uid = parsed
+        obj = self.kube.get_backup(ns, name) if kind == "Backup" else self.kube.get_restore(ns, name)
+        if obj is None or obj["metadata"]["uid"] != uid:
+            return False
+        phase = _phase(obj)
+        terminal = BackupPhase(phase).terminal if kind == "Backup" else RestorePhase(phase).terminal
+        return not terminal
+
+    def _waiting(self, db_key: str) -> list[Operation]:
+        ops = []
+        for plural in (BACKUPS, RESTORES):
+            for obj in self.kube.list_all(plural, f"{LABEL_DB_KEY}={db_key}"):
+                if _phase(obj) != "Pending":
+                    continue
+                if (obj.get("spec") or {}).get("trigger") == Trigger.PRE_RESTORE:
+                    continue
+                obj.setdefault("kind", "Backup" if plural == BACKUPS else "Restore")
+                ops.append(_op(obj))
+        return ops
+
+    def _take_lock(self, plural: str, obj: dict[str, Any], db_key: str, identity: str) -> bool:
+        gen = int(obj["metadata"].get("generation") or 1)
+        d = acquire(
+            self.lock,
+            db_key=db_key,
+            identity_note=identity,
+            me=_op(obj),
+            waiting=self._waiting(db_key),
+            is_alive=self._is_alive,
+        )
+        if d.acquire:
+            return True
+        assert d.reason is not None
+        patch = cond.queued(
+            obj.get("status") or {},
+            holder=d.blocker,
+            position=d.position,
+            reason=d.reason,
+            generation=gen,
+            now=utcnow(),
+        )
+        if patch is not None:
+            first = not (obj.get("status") or {}).get("queuePosition")
+            self._set(plural, obj, patch)
+            if first:
+                self.kube.event(obj, warning=False, reason="Queued", message=patch["message"])
+        return False
+
+    def _ensure_labels(self, plural: str, obj: dict[str, Any], labels: Mapping[str, str]) -> None:
+        current = obj["metadata"].get("labels") or {}
+        if all(current.get(k) == v for k, v in labels.items()):
+            return
+        m = obj["metadata"]
+        self.kube.patch_labels(plural, m["namespace"], m["name"], labels)
+        m.setdefault("labels", {}).update(labels)
+
+    # ================================================================ Backup
+
+    def backup(self, obj: dict[str, Any]) -> None:
+        obj.setdefault("status", {})
+        obj.setdefault("kind", "Backup")
+        obj.setdefault("apiVersion", API_VERSION)
+        phase = BackupPhase(_phase(obj))
+        if phase.terminal:
+            return
+        m = obj["metadata"]
+        ns, name = m["namespace"], m["name"]
+        gen = int(m.get("generation") or 1)
+        try:
+            spec = parse_backup(obj.get("spec") or {})
+        except SpecError as e:
+            return self._fail(BACKUPS, obj, Reason.INVALID_SPEC, str(e), release=None)
+        try:
+            _, policy = self._policy(ns, spec.policy)
+        except SpecError as e:
+            return self._fail(BACKUPS, obj, Reason.INVALID_SPEC, f"BackupPolicy {spec.policy}: {e}", release=None)
+        if policy is None:
+            age = (utcnow() - cond.parse_iso(m["creationTimestamp"])).total_seconds()
+            msg = f'BackupPolicy "{spec.policy}" not found in namespace {ns}'
+            if age < self.settings.missing_policy_grace_seconds and phase == BackupPhase.PENDING:
+                self._set(BACKUPS, obj, cond.pending(obj["status"], message=f"waiting: {msg}", generation=gen))
+                return
+            return self._fail(BACKUPS, obj, Reason.POLICY_NOT_FOUND, msg, release=None)
+        db_key = naming.database_key(policy.database.identity)
+        self._ensure_labels(
+            BACKUPS,
+            obj,
+            {
+                LABEL_DB_KEY: db_key,
+                LABEL_POLICY: naming.bounded(policy.name),
+                LABEL_TRIGGER: str(spec.trigger),
+                LABEL_MANAGED_BY: MANAGED_BY,
+            },
+        )
+        under_restore = self._parent_restore_holds_lock(obj, db_key)
+        # The lock a failure must release: ours, unless we run under our Restore's lock.
+        own_lock = None if under_restore else db_key
+
+        if phase == BackupPhase.PENDING:
+            if not under_restore and not self._take_lock(BACKUPS, obj, db_key, policy.database.identity):
+                return
+            problem, _ = self._missing_secrets(ns, policy)
+            if problem:
+                return self._fail(BACKUPS, obj, Reason.SECRET_NOT_FOUND, problem, release=own_lock)
+            rendered = jobs.render_backup_job(
+                backup_name=name,
+                backup_uid=m["uid"],
+                namespace=ns,
+                trigger=str(spec.trigger),
+                policy=policy,
+                db_key=db_key,
+            )
+            created = self.kube.create_job(rendered)
+            job_name = rendered["metadata"]["name"]
+            self._set(BACKUPS, obj, cond.backup_running(obj["status"], job_name=job_name, generation=gen, now=utcnow()))
+            if created:
+                self.kube.event(obj, warning=False, reason="Started", message=f"backup Job {job_name} created")
+            return
+
+        # Running: follow the Job.
+        job_name = obj["status"].get("jobName") or naming.backup_job_name(name)
+        job = self.kube.get_job(ns, job_name)
+        if job is None:
+            return self._fail(
+                BACKUPS,
+                obj,
+                Reason.JOB_DELETED,
+                f"backup Job {job_name} disappeared before finishing",
+                release=own_lock,
+            )
+        outcome, job_reason = jobs.job_outcome(job)
+        if outcome == "running":
+            return
+        result = jobs.agent_result(self.kube.job_pods(ns, job_name)) or {}
+        _, secret_values = self._missing_secrets(ns, policy)
+        if outcome == "complete" and result.get("ok"):
+            self._set(BACKUPS, obj, cond.backup_completed(obj["status"], result=result, generation=gen, now=utcnow()))
+            size = result.get("storedBytes")
+            self.kube.event(
+                obj,
+                warning=False,
+                reason="Completed",
+                message=f"backup stored at {result.get('location')} ({size} bytes)",
+            )
+            if own_lock:
+                self.lock.release(own_lock, _op(obj))
+            return
+        reason, message = self._failure_from(result, job_reason, secret_values, what="backup")
+        self._fail(BACKUPS, obj, reason, message, release=own_lock)
+
+    def _failure_from(
+        self, result: Mapping[str, Any], job_reason: str | None, secret_values: list[str], *, what: str
+    ) -> tuple[str, str]:
+        if job_reason == "DeadlineExceeded":
+            return Reason.TIMEOUT, f"{what} Job exceeded its activeDeadlineSeconds and was stopped"
+        reason = result.get("reason")
+        message = scrub(str(result.get("message") or f"{what} Job failed ({job_reason})"), secret_values)
+        if reason not in AGENT_REASONS:
+            reason = Reason.DUMP_FAILED if what == "backup" else Reason.RESTORE_FAILED
+            if result.get("exitCode") is None and not result:
+                reason = Reason.JOB_FAILED
+        return str(reason), message
+
+    def _parent_restore_holds_lock(self, obj: Mapping[str, Any], db_key: str) -> bool:
+        """A pre-restore Backup runs under its Restore's lock instead of queueing behind it."""
+        if (obj.get("spec") or {}).get("trigger") != Trigger.PRE_RESTORE:
+            return False
+        restore_uid = (obj["metadata"].get("labels") or {}).get(LABEL_RESTORE_UID)
+        holder, _ = self.lock.holder(db_key)
+        parsed = Operation.parse_identity(holder or "")
+        return bool(parsed and parsed[0] == "Restore" and parsed[3] == restore_uid)
+
+    # ================================================================ Restore
+
+    def restore(self, obj: dict[str, Any]) -> None:
+        obj.setdefault("status", {})
+        obj.setdefault("kind", "Restore")
+        obj.setdefault("apiVersion", API_VERSION)
+        phase = RestorePhase(_phase(obj))
+        if phase.terminal:
+            return
+        m = obj["metadata"]
+        ns, name = m["namespace"], m["name"]
+        gen = int(m.get("generation") or 1)
+        try:
+            spec = parse_restore(obj.get("spec") or {})
+        except SpecError as e:
+            return self._fail(RESTORES, obj, Reason.INVALID_SPEC, str(e), release=None)
+        backup = self.kube.get_backup(ns, spec.backup)
+        if backup is None:
+            held = (m.get("labels") or {}).get(LABEL_DB_KEY) if phase != RestorePhase.PENDING else None
+            return self._fail(
+                RESTORES,
+                obj,
+                Reason.BACKUP_NOT_FOUND,
+                f'Backup "{spec.backup}" not found in namespace {ns}',
+                release=held,
+            )
+        bstatus = backup.get("status") or {}
+        if phase == RestorePhase.PENDING and bstatus.get("phase") != BackupPhase.COMPLETED:
+            if bstatus.get("phase") == BackupPhase.FAILED:
+                return self._fail(
+                    RESTORES,
+                    obj,
+                    Reason.BACKUP_NOT_COMPLETED,
+                    f'Backup "{spec.backup}" failed; nothing to restore',
+                    release=None,
+                )
+            self._set(
+                RESTORES,
+                obj,
+                cond.pending(obj["status"], message=f'waiting for Backup "{spec.backup}" to complete', generation=gen),
+            )
+            return
+        policy_name = (backup.get("spec") or {}).get("policyRef", {}).get("name", "")
+        try:
+            _, policy = self._policy(ns, policy_name)
+        except SpecError as e:
+            return self._fail(RESTORES, obj, Reason.INVALID_SPEC, f"BackupPolicy {policy_name}: {e}", release=None)
+        if policy is None:
+            return self._fail(
+                RESTORES,
+                obj,
+                Reason.POLICY_NOT_FOUND,
+                f'BackupPolicy "{policy_name}" of Backup "{spec.backup}" not found',
+                release=None,
+            )
+        db_key = naming.database_key(policy.database.identity)
+        try:
+            databases, target = restore_plan(spec, tuple(bstatus.get("databases") or ()))
+        except SpecError as e:
+            return self._fail(RESTORES, obj, Reason.INVALID_SPEC, str(e), release=None)
+        self._ensure_labels(
+            RESTORES,
+            obj,
+            {LABEL_DB_KEY: db_key, LABEL_POLICY: naming.bounded(policy.name), LABEL_MANAGED_BY: MANAGED_BY},
+        )
+
+        if phase == RestorePhase.PENDING:
+            if not self._take_lock(RESTORES, obj, db_key, policy.database.identity):
+                return
+            problem, _ = self._missing_secrets(ns, policy)
+            if problem:
+                return self._fail(RESTORES, obj, Reason.SECRET_NOT_FOUND, problem, release=db_key)
+            safety = self._ensure_pre_restore_backup(obj, policy)
+            self._set(
+                RESTORES, obj, cond.restore_backing_up(obj["status"], pre_restore=safety, generation=gen, now=utcnow())
+            )
+            self.kube.event(
+                obj, warning=False, reason="PreRestoreBackup", message=f"taking safety backup {safety} first"
+            )
+            return
+
+        if phase == RestorePhase.BACKING_UP:
+            pre_name = obj["status"].get("preRestoreBackup") or self._ensure_pre_restore_backup(obj, policy)
+            pre = self.kube.get_backup(ns, pre_name)
+            if pre is None:
+                self._ensure_pre_restore_backup(obj, policy)
+                return
+            pre_phase = _phase(pre)
+            if pre_phase == BackupPhase.FAILED:
+                pst = pre.get("status") or {}
+                return self._fail(
+                    RESTORES,
+                    obj,
+                    Reason.PRE_RESTORE_BACKUP_FAILED,
+                    f"pre-restore safety backup {pre_name} failed ({pst.get('reason')}: {pst.get('message')}); "
+                    "the database was not touched",
+                    release=db_key,
+                )
+            if pre_phase != BackupPhase.COMPLETED:
+                return
+            rendered = jobs.render_restore_job(
+                restore_name=name,
+                restore_uid=m["uid"],
+                namespace=ns,
+                policy=policy,
+                location=bstatus["location"],
+                manifest_location=bstatus["manifestLocation"],
+                sha256=bstatus["sha256"],
+                databases=databases,
+                target=target,
+                db_key=db_key,
+            )
+            created = self.kube.create_job(rendered)
+            job_name = rendered["metadata"]["name"]
+            self._set(
+                RESTORES,
+                obj,
+                cond.restore_restoring(
+                    obj["status"], job_name=job_name, databases=databases, generation=gen, now=utcnow()
+                ),
+            )
+            if created:
+                self.kube.event(obj, warning=False, reason="Restoring", message=f"restore Job {job_name} created")
+            return
+
+        # Restoring: follow the Job.
+        job_name = obj["status"].get("jobName") or naming.restore_job_name(name)
+        job = self.kube.get_job(ns, job_name)
+        if job is None:
+            return self._fail(RESTORES, obj, Reason.JOB_DELETED, f"restore Job {job_name} disappeared", release=db_key)
+        outcome, job_reason = jobs.job_outcome(job)
+        if outcome == "running":
+            return
+        result = jobs.agent_result(self.kube.job_pods(ns, job_name)) or {}
+        if outcome == "complete" and result.get("ok"):
+            self._set(RESTORES, obj, cond.restore_completed(obj["status"], generation=gen, now=utcnow()))
+            self.kube.event(obj, warning=False, reason="Completed", message=f"restored {', '.join(databases)}")
+            self.lock.release(db_key, _op(obj))
+            return
+        _, secret_values = self._missing_secrets(ns, policy)
+        reason, message = self._failure_from(result, job_reason, secret_values, what="restore")
+        self._fail(RESTORES, obj, reason, message, release=db_key)
+
+    def _ensure_pre_restore_backup(self, restore: Mapping[str, Any], policy: PolicySpec) -> str:
+        m = restore["metadata"]
+        name = naming.pre_restore_backup_name(m["name"], cond.parse_iso(m["creationTimestamp"]))
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "Backup",
+            "metadata": {
+                "name": name,
+                "namespace": m["namespace"],
+                "labels": {
+                    LABEL_RESTORE: naming.bounded(m["name"]),
+                    LABEL_RESTORE_UID: m["uid"],
+                    LABEL_TRIGGER: str(Trigger.PRE_RESTORE),
+                    LABEL_POLICY: naming.bounded(policy.name),
+                    LABEL_DB_KEY: naming.database_key(policy.database.identity),
+                    LABEL_MANAGED_BY: MANAGED_BY,
+                },
+                "annotations": {"mysqlbackup.dev/restore": m["name"]},
+                # Deliberately no ownerReference: deleting the Restore must never delete its safety net.
+            },
+            "spec": {
+                "policyRef": {"name": policy.name},
+                "trigger": str(Trigger.PRE_RESTORE),
+                "description": f"automatic safety backup before Restore {m['name']}",
+                "deletionPolicy": "Retain",
+            },
+        }
+        self.kube.create(BACKUPS, m["namespace"], body)
+        return name
