@@ -411,6 +411,8 @@ def start_kubelet(sd: Path, env: dict[str, Any]) -> None:
             f"--client-ca={pki / 'ca.crt'}",
             f"--apiserver-port={p['apiserver']}",
         ],
+        # Containers run commands from PATH: the project's virtualenv (the agent) comes first.
+        env={"PATH": f"{Path(sys.executable).parent}:{env['bin_dir']}:{os.environ.get('PATH', '')}"},
     )
     wait_for("node Ready", lambda: node_ready(sd), 60, sd, "kubelet")
 
@@ -488,7 +490,8 @@ def start_mariadb(sd: Path, env: dict[str, Any]) -> None:
     if fresh:
         sql = (
             f"ALTER USER 'root'@'localhost' IDENTIFIED BY '{db['root_password']}';"
-            f"CREATE USER 'root'@'127.0.0.1' IDENTIFIED BY '{db['root_password']}';"
+            f"CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '{db['root_password']}';"
+            f"ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '{db['root_password']}';"
             "GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
             "FLUSH PRIVILEGES;"
         )

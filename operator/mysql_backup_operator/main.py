@@ -84,6 +84,8 @@ def main() -> None:
         level=os.environ.get("MBO_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # kopf logs every successful timer run at INFO; our reconcilers log what actually changes.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = [n for n in os.environ.get("MBO_WATCH_NAMESPACES", "").split(",") if n]
     kopf.run(
         clusterwide=not namespaces,

@@ -88,6 +88,9 @@ class Reconciler:
             return
         m = obj["metadata"]
         self.kube.patch_status(plural, m["namespace"], m["name"], status)
+        old_phase = (obj.get("status") or {}).get("phase") or "Pending"
+        if status.get("phase") and status["phase"] != old_phase:
+            LOG.info("%s %s/%s: %s -> %s", obj.get("kind"), m["namespace"], m["name"], old_phase, status["phase"])
         # Keep the in-memory copy current so later steps in this same call see the new phase.
         st = obj.setdefault("status", {})
         for k, v in status.items():
@@ -310,9 +313,12 @@ class Reconciler:
         reason = result.get("reason")
         message = scrub(str(result.get("message") or f"{what} Job failed ({job_reason})"), secret_values)
         if reason not in AGENT_REASONS:
-            reason = Reason.DUMP_FAILED if what == "backup" else Reason.RESTORE_FAILED
-            if result.get("exitCode") is None and not result:
-                reason = Reason.JOB_FAILED
+            # No classified result: either the agent never started (no result, or the runtime's
+            # StartError code 128) or it crashed before it could classify.
+            agent_ran = bool(result) and result.get("exitCode") != 128
+            reason = (
+                (Reason.DUMP_FAILED if what == "backup" else Reason.RESTORE_FAILED) if agent_ran else Reason.JOB_FAILED
+            )
         return str(reason), message
 
     def _parent_restore_holds_lock(self, obj: Mapping[str, Any], db_key: str) -> bool:

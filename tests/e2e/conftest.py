@@ -1,0 +1,323 @@
+"""Fixtures for the operator's end-to-end tests: CRDs, a running operator, a database and a bucket."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pymysql
+import pytest
+from botocore.config import Config
+from kubernetes import client
+
+from tests.stackenv import REPO, Stack, eventually
+
+GROUP, VERSION = "mysqlbackup.dev", "v1alpha1"
+LOCK_NAMESPACE = "mysql-backup-system"
+
+
+def s3_client(stack: Stack, **creds: str) -> Any:
+    s3 = stack.s3
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint"],
+        region_name=s3["region"],
+        aws_access_key_id=creds.get("access_key", s3["access_key"]),
+        aws_secret_access_key=creds.get("secret_key", s3["secret_key"]),
+        aws_session_token=creds.get("session_token"),
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+def db_connect(stack: Stack, database: str | None = None) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    db = stack.db
+    return pymysql.connect(
+        host=db["host"],
+        port=db["port"],
+        user="root",
+        password=db["root_password"],
+        database=database,
+        autocommit=True,
+        charset="utf8mb4",
+    )
+
+
+@pytest.fixture(scope="session")
+def crds(stack: Stack) -> None:
+    stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for name in ("backuppolicies", "backups", "restores"):
+        stack.kubectl("wait", "--for=condition=Established", f"crd/{name}.{GROUP}", "--timeout=60s")
+
+
+@dataclass
+class OperatorProcess:
+    """The operator as a local process (as `helm install` would run it, minus the pod)."""
+
+    stack: Stack
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            ["mysql-backup-operator"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "KUBECONFIG": self.stack.kubeconfig,
+                "MBO_LOCK_NAMESPACE": LOCK_NAMESPACE,
+                "MBO_AGENT_IMAGE": "local/mysql-backup-operator:dev",
+                "MBO_RECONCILE_INTERVAL": "1",
+                **self.env,
+            },
+            start_new_session=True,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to clean up, as in a node crash."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return bool(self.proc and self.proc.poll() is None)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def operator(stack: Stack, api: Any, crds: None) -> Iterator[OperatorProcess]:
+    core = client.CoreV1Api(api)
+    with contextlib.suppress(client.ApiException):
+        core.create_namespace({"metadata": {"name": LOCK_NAMESPACE}})
+    op = OperatorProcess(stack, stack.state_dir / "logs" / f"operator-{uuid.uuid4().hex[:6]}.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+@dataclass
+class Env:
+    """Everything one test needs: its namespace, a database with data, a bucket and a policy."""
+
+    stack: Stack
+    api: Any
+    namespace: str
+    database: str
+    bucket: str
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api)
+
+    def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", **body}
+        return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body))
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name))
+
+    def list(self, plural: str, selector: str = "") -> list[dict[str, Any]]:
+        res = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, label_selector=selector)
+        return list(res["items"])
+
+    def secret(self, name: str, data: dict[str, str]) -> None:
+        body = {"metadata": {"name": name}, "stringData": data}
+        try:
+            self.core.create_namespaced_secret(self.namespace, body)
+        except client.ApiException as e:
+            if e.status != 409:
+                raise
+            self.core.replace_namespaced_secret(name, self.namespace, body)
+
+    def policy(self, name: str = "pol", *, database: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+        s3 = self.stack.s3
+        self.secret("db-credentials", {"password": self.stack.db["root_password"]})
+        if "s3-credentials" not in {s.metadata.name for s in self.core.list_namespaced_secret(self.namespace).items}:
+            self.secret(
+                "s3-credentials", {"AWS_ACCESS_KEY_ID": s3["access_key"], "AWS_SECRET_ACCESS_KEY": s3["secret_key"]}
+            )
+        body_spec: dict[str, Any] = {
+            "database": {
+                "host": "127.0.0.1",
+                "port": self.stack.db["port"],
+                "user": "root",
+                "passwordSecretRef": {"name": "db-credentials"},
+                "databases": [self.database],
+                **(database or {}),
+            },
+            "storage": {
+                "s3": {
+                    "bucket": self.bucket,
+                    "prefix": "backups",
+                    "endpoint": s3["endpoint"],
+                    "region": s3["region"],
+                    "forcePathStyle": True,
+                    "credentialsSecretRef": {"name": "s3-credentials"},
+                }
+            },
+            "jobTemplate": {"activeDeadlineSeconds": 300},
+            **spec,
+        }
+        return self.create("backuppolicies", {"kind": "BackupPolicy", "metadata": {"name": name}, "spec": body_spec})
+
+    def backup(self, name: str, policy: str = "pol", **spec: Any) -> dict[str, Any]:
+        return self.create(
+            "backups", {"kind": "Backup", "metadata": {"name": name}, "spec": {"policyRef": {"name": policy}, **spec}}
+        )
+
+    def restore(self, name: str, backup: str, **spec: Any) -> dict[str, Any]:
+        return self.create(
+            "restores", {"kind": "Restore", "metadata": {"name": name}, "spec": {"backupRef": {"name": backup}, **spec}}
+        )
+
+    def wait_phase(self, plural: str, name: str, phases: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            obj = self.get(plural, name)
+            return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+        try:
+            return eventually(check, timeout=timeout, interval=0.5, what=f"{plural}/{name} in {phases}")
+        except AssertionError:
+            print(json.dumps(self.get(plural, name).get("status"), indent=2))
+            raise
+
+    def jobs(self) -> list[client.V1Job]:
+        return list(self.batch.list_namespaced_job(self.namespace).items)
+
+    def events(self, name: str) -> list[client.CoreV1Event]:
+        return [
+            e
+            for e in self.core.list_namespaced_event(self.namespace).items
+            if e.involved_object.name == name and e.source.component == "mysql-backup-operator"
+        ]
+
+    def sql(self, query: str, database: str | None = None) -> list[tuple[Any, ...]]:
+        conn = db_connect(self.stack, database or self.database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def checksums(self, database: str | None = None) -> dict[str, int]:
+        db = database or self.database
+        tables = [r[0] for r in self.sql("SHOW FULL TABLES WHERE Table_type = 'BASE TABLE'", db)]
+        out = {}
+        for t in tables:
+            (row,) = self.sql(f"CHECKSUM TABLE `{t}` EXTENDED", db)
+            out[t] = int(row[1])
+        return out
+
+    def objects(self, prefix: str = "") -> dict[str, int]:
+        s3 = s3_client(self.stack)
+        res = s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return {o["Key"]: o["Size"] for o in res.get("Contents", [])}
+
+
+SAMPLE_SCHEMA = [
+    """CREATE TABLE customers (
+        id INT PRIMARY KEY AUTO_INCREMENT,
+        name VARCHAR(100) NOT NULL,
+        city VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci,
+        note TEXT
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE orders (
+        id INT PRIMARY KEY AUTO_INCREMENT,
+        customer_id INT NOT NULL,
+        amount DECIMAL(10,2) NOT NULL,
+        created DATETIME NOT NULL DEFAULT '2026-01-01 00:00:00',
+        FOREIGN KEY (customer_id) REFERENCES customers(id)
+    ) ENGINE=InnoDB""",
+    """CREATE TABLE blobs (id INT PRIMARY KEY, payload LONGBLOB, digest BINARY(32)) ENGINE=InnoDB""",
+    """CREATE TABLE audit (id INT PRIMARY KEY AUTO_INCREMENT, msg VARCHAR(200)) ENGINE=InnoDB""",
+    """CREATE VIEW big_spenders AS
+        SELECT c.name, SUM(o.amount) AS total FROM customers c JOIN orders o ON o.customer_id = c.id
+        GROUP BY c.name HAVING SUM(o.amount) > 100""",
+    """CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW
+        INSERT INTO audit (msg) VALUES (CONCAT('order ', NEW.id))""",
+    """CREATE PROCEDURE add_order(IN cid INT, IN amt DECIMAL(10,2))
+        BEGIN INSERT INTO orders (customer_id, amount) VALUES (cid, amt); END""",
+    """CREATE FUNCTION double_it(x INT) RETURNS INT DETERMINISTIC RETURN x * 2""",
+    """CREATE EVENT nightly_cleanup ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00'
+        DO DELETE FROM audit WHERE id < 0""",
+]
+
+
+NOTE = "line1\nline2 'quoted' \"dq\" \\ back"
+
+
+def load_sample_data(stack: Stack, database: str, *, rows: int = 200) -> None:
+    conn = db_connect(stack)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+            cur.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+            cur.execute(f"USE `{database}`")
+            for stmt in SAMPLE_SCHEMA:
+                cur.execute(stmt)
+            cities = ["Zürich", "東京", "São Paulo", "Kraków", "🦄 Unicorn Town", "Reykjavík"]
+            cur.executemany(
+                "INSERT INTO customers (name, city, note) VALUES (%s, %s, %s)",
+                [(f"customer-{i}", cities[i % len(cities)], NOTE * (i % 3)) for i in range(rows)],
+            )
+            for i in range(rows):
+                cur.execute("CALL add_order(%s, %s)", (i % rows + 1, (i * 37) % 500 + 0.5))
+            payloads = [(i, os.urandom(64 + i * 13), os.urandom(32)) for i in range(50)]
+            payloads.append((999, bytes(range(256)) * 4, b"\x00" * 32))
+            cur.executemany("INSERT INTO blobs VALUES (%s, %s, %s)", payloads)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def env(stack: Stack, api: Any, namespace: str, operator: OperatorProcess) -> Iterator[Env]:
+    database = "shop_" + namespace.replace("-", "_")
+    bucket = "bk-" + namespace
+    s3_client(stack).create_bucket(Bucket=bucket)
+    load_sample_data(stack, database)
+    yield Env(stack=stack, api=api, namespace=namespace, database=database, bucket=bucket)
+    if not os.environ.get("MBO_KEEP_NAMESPACES"):
+        with contextlib.suppress(Exception):
+            db_connect(stack).cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def wait_until(fn: Any, timeout: float = 60, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(interval)
+    return None

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mysql_backup_operator.agent import errors
+from mysql_backup_operator.agent.config import DbConfig
+from mysql_backup_operator.agent.sqlstream import (
+    DatabaseFilter,
+    compressor,
+    decompress,
+    detect_compression,
+    dump_command,
+    parse_binlog,
+    write_defaults_file,
+)
+from mysql_backup_operator.api import Compression, Reason
+
+DB = DbConfig(host="h", port=3306, user="u", password='p"w\\d', databases=(), tls_enabled=False, tls_ca_file=None)
+
+
+def test_dump_command_never_carries_the_password(tmp_path: object) -> None:
+    path = write_defaults_file(DB, str(tmp_path))
+    try:
+        argv = dump_command(
+            binary="mariadb-dump", defaults_file=path, db=DB, databases=["a"], is_mariadb=True, capture_binlog=True
+        )
+        assert argv[1] == f"--defaults-extra-file={path}"
+        assert not any(DB.password in a for a in argv)
+        for flag in ("--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob"):
+            assert flag in argv
+        assert argv[-2:] == ["--databases", "a"]
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        with open(path) as f:
+            assert 'password="p\\"w\\\\d"' in f.read()
+    finally:
+        os.unlink(path)
+
+
+def test_binlog_position_is_parsed_from_the_dump_header() -> None:
+    header = (
+        b"-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=1234;\n"
+        b"-- SET GLOBAL gtid_slave_pos='0-1-42';"
+    )
+    pos = parse_binlog(header)
+    assert pos is not None and (pos.file, pos.position, pos.gtid) == ("mysql-bin.000003", 1234, "0-1-42")
+    assert parse_binlog(b"nothing") is None
+
+
+@pytest.mark.parametrize("kind", list(Compression))
+@given(data=st.lists(st.binary(max_size=5000), max_size=8))
+def test_compression_round_trip(kind: Compression, data: list[bytes]) -> None:
+    c = compressor(kind)
+    stored = b"".join([c.compress(d) for d in data] + [c.flush()])
+    if kind != Compression.NONE:
+        assert detect_compression(stored) == kind
+    chunks = [stored[i : i + 997] for i in range(0, len(stored), 997)]
+    assert b"".join(decompress(chunks, kind)) == b"".join(data)
+
+
+DUMP = b"""-- header
+/*!40101 SET NAMES utf8mb4 */;
+--
+-- Current Database: `a`
+--
+
+/*!40000 DROP DATABASE IF EXISTS `a`*/;
+CREATE DATABASE /*!32312 IF NOT EXISTS*/ `a` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;
+USE `a`;
+CREATE TABLE `t` (`x` int);
+INSERT INTO `t` VALUES (1);
+--
+-- Current Database: `b`
+--
+
+/*!40000 DROP DATABASE IF EXISTS `b`*/;
+CREATE DATABASE /*!32312 IF NOT EXISTS*/ `b`;
+USE `b`;
+CREATE TABLE `u` (`y` int);
+"""
+
+
+@given(st.integers(min_value=1, max_value=50))
+def test_database_filter_selects_and_renames_in_any_chunking(step: int) -> None:
+    f = DatabaseFilter(["a"], "a_copy")
+    out = b"".join(f.feed(DUMP[i : i + step]) for i in range(0, len(DUMP), step)) + f.flush()
+    assert b"USE `a_copy`;" in out
+    assert b"DROP DATABASE IF EXISTS `a_copy`" in out
+    assert b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `a_copy`" in out
+    assert b"`b`" not in out and b"CREATE TABLE `u`" not in out
+    assert b"INSERT INTO `t` VALUES (1);" in out
+    assert b"SET NAMES utf8mb4" in out
+    assert f.seen == {"a"}
+
+
+def test_scrub_removes_secret_values_and_assignments() -> None:
+    text = "mysqldump: Got error: 1045: Access denied for user 'u' (using password: YES) pw=hunter22 token: abc"
+    out = errors.scrub(text + " hunter22", ["hunter22"])
+    assert "hunter22" not in out and "abc" not in out
+
+
+def test_classification() -> None:
+    assert errors.from_mysql_errno(1045, "denied", what="backup").reason == Reason.AUTHENTICATION_FAILED
+    assert errors.from_mysql_errno(2003, "cannot connect", what="backup").reason == Reason.DATABASE_UNAVAILABLE
+    e = errors.from_tool_stderr("mysqldump: Got error: 2002: Can't connect", 2, tool="mysqldump", what="backup")
+    assert e.reason == Reason.DATABASE_UNAVAILABLE and not e.permanent
+
+    class FakeClientError(Exception):
+        def __init__(self, code: str, status: int) -> None:
+            self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+    assert errors.from_s3(FakeClientError("AccessDenied", 403), what="b", missing_means_not_found=False).reason == (
+        Reason.STORAGE_ACCESS_DENIED
+    )
+    assert errors.from_s3(FakeClientError("NoSuchKey", 404), what="r", missing_means_not_found=True).reason == (
+        Reason.BACKUP_NOT_FOUND
+    )
+    assert errors.from_s3(
+        FakeClientError("XMinioStorageFull", 507), what="b", missing_means_not_found=False
+    ).reason == (Reason.INSUFFICIENT_STORAGE)
