@@ -44,6 +44,8 @@ KUBE_VERSION = os.environ.get("MBO_KUBE_VERSION", "v1.35.4")
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
 MAX_TERMINATION_MESSAGE = 4096
+# Where a container's mount namespace stages its volume sources (a tmpfs private to it).
+STAGE_DIR = "/var/lib/mbo-kubelet-stage"
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 
@@ -446,14 +448,26 @@ class PodWorker(threading.Thread):
             mounts.append((src, vm["mountPath"], bool(vm.get("readOnly"))))
         tpath = c.get("terminationMessagePath") or "/dev/termination-log"
         mounts.append((term_file, tpath, False))
-        script = ["set -e"]
-        for src, dst, ro in mounts:
-            q_src, q_dst = shlex.quote(str(src)), shlex.quote(dst)
+        # Two phases, so that no mount can hide the source of another (a volume mounted at /work
+        # would otherwise hide this kubelet's own state dir under /work): first bind every
+        # source into a private tmpfs, then bind those into place, parents before children.
+        stage = STAGE_DIR
+        script = ["set -e", f"mkdir -p {stage}", f"mount -t tmpfs -o size=1m,mode=700 mbo-stage {stage}"]
+        for i, (src, _, _) in enumerate(mounts):
+            if src.is_dir():
+                script.append(f"mkdir {stage}/{i}")
+            else:
+                script.append(f": > {stage}/{i}")
+            script.append(f"mount --bind {shlex.quote(str(src))} {stage}/{i}")
+        order = sorted(range(len(mounts)), key=lambda i: mounts[i][1].rstrip("/").count("/"))
+        for i in order:
+            src, dst, ro = mounts[i]
+            q_dst = shlex.quote(dst)
             if src.is_dir():
                 script.append(f"mkdir -p {q_dst}")
             else:
-                script.append(f"mkdir -p $(dirname {q_dst}); [ -e {q_dst} ] || : > {q_dst}")
-            script.append(f"mount --bind {q_src} {q_dst}")
+                script.append(f'mkdir -p "$(dirname {q_dst})"; [ -e {q_dst} ] || : > {q_dst}')
+            script.append(f"mount --bind {stage}/{i} {q_dst}")
             if ro:
                 script.append(f"mount -o remount,bind,ro {q_dst}")
         script.append('exec "$@"')
