@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import kopf
+from kubernetes.client.rest import ApiException
 
 from . import __version__
 from .api import BACKUPS, GROUP, RESTORES, VERSION, BackupPhase, RestorePhase
@@ -69,14 +71,31 @@ def _restore_active(status: kopf.Status, **_: Any) -> bool:
     return not RestorePhase(status.get("phase") or "Pending").terminal
 
 
+def _classified(step: Callable[[dict[str, Any]], None], body: kopf.Body) -> None:
+    """The error boundary: API failures that escape a reconciler become retries with a delay and a
+    one-line reason, never a crash or a hot loop."""
+    try:
+        step(_plain(body))
+    except ApiException as e:
+        if e.status == 403 and "NamespaceTerminating" in str(e.body):
+            raise kopf.TemporaryError("namespace is being deleted", delay=30) from None
+        if e.status == 403:
+            raise kopf.TemporaryError(
+                f"forbidden by RBAC: {e.reason}; check the operator's ClusterRole", delay=30
+            ) from None
+        if e.status == 409:
+            raise kopf.TemporaryError("conflicting update; retrying", delay=1) from None
+        raise kopf.TemporaryError(f"Kubernetes API error {e.status} {e.reason}", delay=10) from None
+
+
 @kopf.timer(GROUP, VERSION, BACKUPS, interval=INTERVAL, sharp=False, when=_backup_active)
 def backup_timer(body: kopf.Body, **_: Any) -> None:
-    reconciler().backup(_plain(body))
+    _classified(reconciler().backup, body)
 
 
 @kopf.timer(GROUP, VERSION, RESTORES, interval=INTERVAL, sharp=False, when=_restore_active)
 def restore_timer(body: kopf.Body, **_: Any) -> None:
-    reconciler().restore(_plain(body))
+    _classified(reconciler().restore, body)
 
 
 def main() -> None:

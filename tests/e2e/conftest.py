@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -71,7 +72,7 @@ class OperatorProcess:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            ["mysql-backup-operator"],
+            [str(Path(sys.executable).parent / "mysql-backup-operator")],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={
