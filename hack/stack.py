@@ -640,7 +640,9 @@ def cmd_up(_: argparse.Namespace) -> None:
 
 def cmd_down(_: argparse.Namespace, quiet: bool = False) -> None:
     sd = state_dir()
-    for name in reversed(COMPONENTS):
+    # Extra processes started on top of the stack (the demo's operator) go first.
+    extras = sorted(p.stem for p in (sd / "pids").glob("*.pid") if p.stem not in COMPONENTS) if sd.exists() else []
+    for name in [*extras, *reversed(COMPONENTS)]:
         stop(sd, name)
     if not quiet:
         log("stack stopped")
