@@ -20,6 +20,9 @@ AGENT_UID = 65532
 # Exit codes the agent uses: 2 means "retrying cannot help" and fails the Job at once.
 EXIT_PERMANENT = 2
 CA_MOUNT = "/etc/mysql-backup/ca"
+# Scratch space (the 0600 option file) on a small emptyDir, since the root filesystem is read-only.
+# Deliberately not /tmp: nothing is gained by hiding whatever the image keeps there.
+SCRATCH = "/var/lib/mysql-backup-agent"
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,8 @@ def _secret_env(policy: PolicySpec) -> list[dict[str, Any]]:
 
 
 def _ca_volumes(policy: PolicySpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    vols: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    vols: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH}]
     for label, ref in (("db", policy.database.tls_ca), ("s3", policy.s3.ca_bundle)):
         if ref is None:
             continue
@@ -101,6 +104,7 @@ def render_job(
         "command": ["mysql-backup-agent", operation],
         "env": [
             {"name": "MBO_AGENT_CONFIG", "value": json.dumps(agent_config, sort_keys=True, separators=(",", ":"))},
+            {"name": "TMPDIR", "value": SCRATCH},
             *_secret_env(policy),
         ],
         "volumeMounts": mounts,
