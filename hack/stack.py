@@ -660,9 +660,22 @@ def cmd_status(_: argparse.Namespace) -> None:
     print(f"healthy: {healthy(sd)}")
 
 
+def cmd_stop_db(_: argparse.Namespace) -> None:
+    """Fault injection for tests: the database goes down (its data stays)."""
+    stop(state_dir(), "mariadb")
+
+
+def cmd_start_db(_: argparse.Namespace) -> None:
+    sd = state_dir()
+    if not alive(sd, "mariadb"):
+        start_mariadb(sd, json.loads((sd / "env.json").read_text()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("stop-db").set_defaults(fn=cmd_stop_db)
+    sub.add_parser("start-db").set_defaults(fn=cmd_start_db)
     sub.add_parser("up").set_defaults(fn=cmd_up)
     sub.add_parser("down").set_defaults(fn=cmd_down)
     sub.add_parser("env").set_defaults(fn=cmd_env)

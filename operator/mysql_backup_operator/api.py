@@ -23,6 +23,8 @@ LABEL_RESTORE_JOB = f"{GROUP}/restore-job"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "mysql-backup-operator"
 ANNOTATION_KEEP = f"{GROUP}/keep"
+LABEL_IMPORTED = f"{GROUP}/imported"
+ANNOTATION_IMPORTED_FROM = f"{GROUP}/imported-from"
 
 
 class Trigger(StrEnum):
@@ -88,6 +90,7 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     SECRET_NOT_FOUND = "SecretNotFound"
     BACKUP_NOT_COMPLETED = "BackupNotCompleted"
+    DATA_MISSING = "DataMissing"
     PRE_RESTORE_BACKUP_FAILED = "PreRestoreBackupFailed"
     JOB_FAILED = "JobFailed"
     JOB_DELETED = "JobDeleted"
@@ -99,3 +102,4 @@ class Reason(StrEnum):
 # Condition types.
 COND_QUEUED = "Queued"
 COND_READY = "Ready"
+COND_DATA_MISSING = "DataMissing"

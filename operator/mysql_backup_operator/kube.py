@@ -87,6 +87,29 @@ class Kube:
         return list(res.get("items") or [])
 
     @transient
+    def list_namespaced(self, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        res = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, label_selector=label_selector
+        )
+        return list(res.get("items") or [])
+
+    @transient
+    def delete(self, plural: str, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    @transient
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    @transient
     def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
         """True if created, False if it already existed (a repeat after a restart)."""
         try:
@@ -138,6 +161,16 @@ class Kube:
     def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}")
         return [self.to_dict(p) for p in pods.items]
+
+    @transient
+    def namespace_terminating(self, name: str) -> bool:
+        try:
+            ns = self.core.read_namespace(name)
+        except ApiException as e:
+            if e.status == 404:
+                return True
+            raise
+        return ns.metadata.deletion_timestamp is not None
 
     # ---------------------------------------------------------------- secrets
 

@@ -17,13 +17,17 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from . import __version__
-from .api import BACKUPS, GROUP, RESTORES, VERSION, BackupPhase, RestorePhase
+from .api import BACKUPS, GROUP, POLICIES, RESTORES, VERSION, BackupPhase, RestorePhase
 from .kube import Kube
 from .models import DEFAULT_AGENT_IMAGE
-from .reconcile import Reconciler, Settings
+from .objectstore import StorageError
+from .policy import PolicyReconciler
+from .reconcile import Reconciler, Settings, scrub
 
 LOG = logging.getLogger("mysql_backup_operator")
 INTERVAL = float(os.environ.get("MBO_RECONCILE_INTERVAL", "2"))
+POLICY_INTERVAL = float(os.environ.get("MBO_POLICY_INTERVAL", "5"))
+FINALIZER = f"{GROUP}/delete-data"
 
 _state: dict[str, Reconciler] = {}
 _state_lock = threading.Lock()
@@ -46,6 +50,7 @@ def reconciler() -> Reconciler:
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = False  # we post our own, meaningful events
     settings.execution.max_workers = int(os.environ.get("MBO_MAX_WORKERS", "16"))
     settings.watching.server_timeout = 120
@@ -96,6 +101,33 @@ def backup_timer(body: kopf.Body, **_: Any) -> None:
 @kopf.timer(GROUP, VERSION, RESTORES, interval=INTERVAL, sharp=False, when=_restore_active)
 def restore_timer(body: kopf.Body, **_: Any) -> None:
     _classified(reconciler().restore, body)
+
+
+@kopf.timer(GROUP, VERSION, POLICIES, interval=POLICY_INTERVAL, sharp=False)
+def policy_timer(body: kopf.Body, **_: Any) -> None:
+    _classified(PolicyReconciler(reconciler()).reconcile, body)
+
+
+@kopf.on.delete(GROUP, VERSION, BACKUPS)
+def backup_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
+    """Holds the finalizer until the Backup's objects are gone (deletionPolicy Delete)."""
+    obj = _plain(body)
+    try:
+        done = reconciler().delete_backup_data(obj)
+    except StorageError as e:
+        ns = body.metadata.namespace or ""
+        if e.no_credentials and reconciler().kube.namespace_terminating(ns):
+            # The namespace controller deletes Secrets and Backups together; holding the finalizer
+            # would wedge the namespace forever. The objects stay in the bucket (sync can re-import).
+            LOG.warning(
+                "Backup %s/%s: namespace is being deleted and %s; leaving its objects", ns, body.metadata.name, e
+            )
+            return
+        delay = min(5 * 2**retry, 300)
+        message = scrub(f"could not delete backup data yet: {e}; retrying in {delay}s", [])
+        reconciler().kube.event(obj, warning=True, reason="DeletionPending", message=message)
+        raise kopf.TemporaryError(message, delay=delay) from None
+    LOG.info("Backup %s/%s deleted: %s", body.metadata.namespace, body.metadata.name, done)
 
 
 def main() -> None:

@@ -22,9 +22,10 @@ from .models import PolicySpec
 class StorageError(Exception):
     """Object storage failed; `missing` tells "not there" apart from "could not ask"."""
 
-    def __init__(self, message: str, *, missing: bool = False) -> None:
+    def __init__(self, message: str, *, missing: bool = False, no_credentials: bool = False) -> None:
         super().__init__(message)
         self.missing = missing
+        self.no_credentials = no_credentials
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ from typing import Any
 from . import conditions as cond
 from . import jobs, naming
 from .api import (
+    ANNOTATION_IMPORTED_FROM,
     API_VERSION,
     BACKUPS,
+    COND_DATA_MISSING,
     LABEL_DB_KEY,
     LABEL_MANAGED_BY,
     LABEL_POLICY,
@@ -36,6 +38,7 @@ from .api import (
 from .kube import Kube
 from .locking import LeaseLock, Operation, acquire
 from .models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
+from .objectstore import Location, StorageError, Store
 
 LOG = logging.getLogger(__name__)
 AGENT_REASONS = {r.value for r in Reason}
@@ -249,6 +252,8 @@ class Reconciler:
                 LABEL_MANAGED_BY: MANAGED_BY,
             },
         )
+        if (m.get("annotations") or {}).get(ANNOTATION_IMPORTED_FROM):
+            return  # created by recovery from storage; its status is written by the importer
         under_restore = self._parent_restore_holds_lock(obj, db_key)
         # The lock a failure must release: ours, unless we run under our Restore's lock.
         own_lock = None if under_restore else db_key
@@ -269,7 +274,15 @@ class Reconciler:
             )
             created = self.kube.create_job(rendered)
             job_name = rendered["metadata"]["name"]
-            self._set(BACKUPS, obj, cond.backup_running(obj["status"], job_name=job_name, generation=gen, now=utcnow()))
+            running = cond.backup_running(obj["status"], job_name=job_name, generation=gen, now=utcnow())
+            directory = naming.storage_dir(
+                prefix=policy.s3.prefix, namespace=ns, policy=policy.name, backup=name, uid=m["uid"]
+            )
+            loc = Location.for_policy(
+                policy, naming.dump_key(directory, policy.compression), naming.manifest_key(directory)
+            )
+            running["storage"] = loc.to_status()
+            self._set(BACKUPS, obj, running)
             if created:
                 self.kube.event(obj, warning=False, reason="Started", message=f"backup Job {job_name} created")
             return
@@ -357,6 +370,17 @@ class Reconciler:
                 release=held,
             )
         bstatus = backup.get("status") or {}
+        gone: Mapping[str, Any] = next(
+            (c for c in bstatus.get("conditions") or [] if c.get("type") == COND_DATA_MISSING), {}
+        )
+        if phase == RestorePhase.PENDING and gone.get("status") == "True":
+            return self._fail(
+                RESTORES,
+                obj,
+                Reason.DATA_MISSING,
+                f'Backup "{spec.backup}" has lost its objects in storage ({gone.get("message")}); not restoring',
+                release=None,
+            )
         if phase == RestorePhase.PENDING and bstatus.get("phase") != BackupPhase.COMPLETED:
             if bstatus.get("phase") == BackupPhase.FAILED:
                 return self._fail(
@@ -502,3 +526,110 @@ class Reconciler:
         }
         self.kube.create(BACKUPS, m["namespace"], body)
         return name
+
+    # ================================================================ storage-side operations
+
+    def store(self, namespace: str, loc: Location) -> Store:
+        """A client for a Backup's bucket, with the credentials from its Secret."""
+        secret = self.kube.secret_values(namespace, loc.secret)
+        if secret is None:
+            raise StorageError(
+                f'credentials Secret "{loc.secret}" not found in namespace {namespace}', no_credentials=True
+            )
+        ca = None
+        if loc.ca_secret:
+            ca_values = self.kube.secret_values(namespace, loc.ca_secret) or {}
+            ca = ca_values.get(loc.ca_key or "ca.crt")
+        return Store(loc, secret, ca)
+
+    def delete_backup_data(self, obj: dict[str, Any]) -> str:
+        """The Backup finalizer's work. Raises StorageError to keep the finalizer and retry."""
+        m = obj["metadata"]
+        ns, name = m["namespace"], m["name"]
+        spec, st = obj.get("spec") or {}, obj.get("status") or {}
+        if spec.get("deletionPolicy", "Delete") == "Retain":
+            return "deletionPolicy is Retain: objects kept"
+        if not st.get("storage"):
+            return "nothing was written to storage"
+        job_name = st.get("jobName")
+        if job_name and st.get("phase") in ("Pending", "Running"):
+            job = self.kube.get_job(ns, job_name)
+            if job is not None:
+                # Stop the writer first, or it could publish a dump after we deleted it.
+                self.kube.delete_job(ns, job_name)
+                raise StorageError(f"waiting for Job {job_name} to stop before deleting data")
+        loc = Location.from_status(st["storage"])
+        store = self.store(ns, loc)
+        try:
+            # Manifest first: a dump without a manifest is never imported or restored.
+            store.delete(loc.manifest_key)
+            store.delete(loc.dump_key)
+        finally:
+            store.close()
+        LOG.info("Backup %s/%s: deleted s3://%s/%s", ns, name, loc.bucket, loc.dump_key)
+        return f"deleted s3://{loc.bucket}/{loc.dump_key} and its manifest"
+
+    def complete_import(
+        self,
+        namespace: str,
+        name: str,
+        policy: PolicySpec,
+        manifest_key: str,
+        manifest: Mapping[str, Any],
+        location: str,
+    ) -> None:
+        obj = self.kube.get_backup(namespace, name)
+        if obj is None or (obj.get("status") or {}).get("phase"):
+            return
+        result = {
+            "location": location,
+            "manifestLocation": naming.s3_url(policy.s3.bucket, manifest_key),
+            "sizeBytes": manifest.get("sizeBytes"),
+            "storedBytes": manifest.get("storedBytes"),
+            "sha256": manifest.get("sha256"),
+            "compression": manifest.get("compression"),
+            "tableCount": (manifest.get("counts") or {}).get("tables"),
+            "databases": manifest.get("databases"),
+            "serverVersion": manifest.get("serverVersion"),
+            "binlog": {k: v for k, v in (manifest.get("binlog") or {}).items() if v is not None} or None,
+        }
+        now = utcnow()
+        status = cond.backup_completed({"startedAt": manifest.get("startedAt")}, result=result, generation=1, now=now)
+        status["completedAt"] = manifest.get("completedAt") or status["completedAt"]
+        status["durationSeconds"] = manifest.get("durationSeconds")
+        status["message"] = f"imported from storage: {location}"
+        status["storage"] = Location.for_policy(policy, manifest["object"], manifest_key).to_status()
+        status["startedAt"] = manifest.get("startedAt")
+        status["conditions"] = cond.set_condition(
+            status["conditions"],
+            type_="Imported",
+            status=True,
+            reason="RecoveredFromStorage",
+            message=f"imported from {naming.s3_url(policy.s3.bucket, manifest_key)}",
+            generation=1,
+            now=now,
+        )
+        self.kube.patch_status(BACKUPS, namespace, name, status)
+
+    def set_data_missing(self, backup: Mapping[str, Any], missing: bool) -> None:
+        st = backup.get("status") or {}
+        current = next((c for c in st.get("conditions") or [] if c.get("type") == COND_DATA_MISSING), None)
+        if current is None and not missing:
+            return
+        if current is not None and (current.get("status") == "True") == missing:
+            return
+        m = backup["metadata"]
+        message = f"objects missing from {st.get('location')}" if missing else "objects present"
+        conditions = cond.set_condition(
+            st.get("conditions") or [],
+            type_=COND_DATA_MISSING,
+            status=missing,
+            reason="ObjectsMissing" if missing else "ObjectsPresent",
+            message=message,
+            generation=int(m.get("generation") or 1),
+            now=utcnow(),
+        )
+        self.kube.patch_status(BACKUPS, m["namespace"], m["name"], {"conditions": conditions})
+        if missing:
+            backup_obj = {"apiVersion": API_VERSION, "kind": "Backup", **dict(backup)}
+            self.kube.event(backup_obj, warning=True, reason="DataMissing", message=message)

@@ -79,6 +79,7 @@ class OperatorProcess:
                 **os.environ,
                 "KUBECONFIG": self.stack.kubeconfig,
                 "MBO_LOCK_NAMESPACE": LOCK_NAMESPACE,
+                "MBO_POLICY_INTERVAL": "2",
                 "MBO_AGENT_IMAGE": "local/mysql-backup-operator:dev",
                 "MBO_RECONCILE_INTERVAL": "1",
                 **self.env,
@@ -86,6 +87,8 @@ class OperatorProcess:
             start_new_session=True,
         )
         log.close()
+        # `hack/stack.py down` stops it even if pytest itself is killed before teardown.
+        (self.stack.state_dir / "pids" / "operator-test.pid").write_text(str(self.proc.pid))
 
     def kill(self) -> None:
         """SIGKILL: the operator gets no chance to clean up, as in a node crash."""
@@ -108,12 +111,45 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def operator_kubeconfig(stack: Stack, api: Any) -> Path:
+    """A kubeconfig for the operator's own ServiceAccount, so every test runs under its real RBAC."""
+    core = client.CoreV1Api(api)
+    tok = core.create_namespaced_service_account_token(
+        "mysql-backup-operator", LOCK_NAMESPACE, {"spec": {"expirationSeconds": 6 * 3600}}
+    ).status.token
+    path = stack.state_dir / "operator.kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "mbo",
+                        "cluster": {
+                            "server": stack.raw["apiserver"],
+                            "certificate-authority": str(stack.state_dir / "pki" / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": "operator", "user": {"token": tok}}],
+                "contexts": [{"name": "mbo", "context": {"cluster": "mbo", "user": "operator"}}],
+                "current-context": "mbo",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture(scope="session")
 def operator(stack: Stack, api: Any, crds: None) -> Iterator[OperatorProcess]:
     core = client.CoreV1Api(api)
     with contextlib.suppress(client.ApiException):
         core.create_namespace({"metadata": {"name": LOCK_NAMESPACE}})
+    stack.kubectl("apply", "-f", str(REPO / "manifests" / "base"))
     op = OperatorProcess(stack, stack.state_dir / "logs" / f"operator-{uuid.uuid4().hex[:6]}.log")
+    op.env["KUBECONFIG"] = str(operator_kubeconfig(stack, api))
     op.start()
     yield op
     op.stop()

@@ -1,0 +1,398 @@
+"""The BackupPolicy reconciler: schedules, retention, status roll-up and recovery from storage.
+
+One pass per timer tick, each step idempotent:
+1. schedule: create the due scheduled Backup under its deterministic name (at most one catch-up;
+   skipped and recorded while an earlier run of the same policy is still queued or running);
+2. roll up counts, last success/failure and the BackupOverdue condition;
+3. prune by retention, but only right after a *scheduled* backup succeeded, so that nothing is
+   ever deleted while backups are failing;
+4. with `storage.sync`, import dumps that have a valid manifest but no Backup, and flag Backups
+   whose objects vanished (condition DataMissing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from . import conditions as cond
+from . import naming
+from .api import (
+    ANNOTATION_IMPORTED_FROM,
+    ANNOTATION_KEEP,
+    API_VERSION,
+    BACKUPS,
+    GROUP,
+    LABEL_DB_KEY,
+    LABEL_IMPORTED,
+    LABEL_MANAGED_BY,
+    LABEL_POLICY,
+    LABEL_TRIGGER,
+    MANAGED_BY,
+    POLICIES,
+    BackupPhase,
+    Trigger,
+)
+from .models import PolicySpec, SpecError, parse_policy
+from .objectstore import Location, StorageError, Store
+from .reconcile import Reconciler, utcnow
+from .retention import BackupInfo, parse_retention, plan
+from .schedule import Schedule, interval, parse_schedule, run_name, tick
+
+LOG = logging.getLogger(__name__)
+COND_OVERDUE = "BackupOverdue"
+COND_SCHEDULE = "ScheduleValid"
+DEFAULT_SYNC_INTERVAL = 300
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    schedule: Schedule | None
+    suspend: bool
+    starting_deadline: dt.timedelta | None
+
+
+def parse_schedule_spec(spec: Mapping[str, Any]) -> ScheduleSpec:
+    expr = spec.get("schedule")
+    sched = parse_schedule(str(expr), str(spec.get("timeZone") or "UTC")) if expr else None
+    sds = spec.get("startingDeadlineSeconds")
+    if sds is not None and (not isinstance(sds, int) or sds < 0):
+        raise SpecError("spec.startingDeadlineSeconds must be a non-negative integer")
+    return ScheduleSpec(
+        schedule=sched,
+        suspend=bool(spec.get("suspend", False)),
+        starting_deadline=dt.timedelta(seconds=sds) if sds is not None else None,
+    )
+
+
+def _ts(s: str | None) -> dt.datetime | None:
+    return cond.parse_iso(s) if s else None
+
+
+def backup_info(b: Mapping[str, Any]) -> BackupInfo:
+    m, st = b["metadata"], b.get("status") or {}
+    return BackupInfo(
+        name=m["name"],
+        trigger=Trigger((b.get("spec") or {}).get("trigger", "manual")),
+        phase=BackupPhase(st.get("phase") or "Pending"),
+        created=cond.parse_iso(m["creationTimestamp"]),
+        completed=_ts(st.get("completedAt")),
+        pinned=(m.get("annotations") or {}).get(ANNOTATION_KEEP) == "true",
+    )
+
+
+class PolicyReconciler:
+    def __init__(self, base: Reconciler) -> None:
+        self.base = base
+        self.kube = base.kube
+
+    def reconcile(self, obj: dict[str, Any]) -> None:
+        m = obj["metadata"]
+        ns, name = m["namespace"], m["name"]
+        gen = int(m.get("generation") or 1)
+        status: dict[str, Any] = dict(obj.get("status") or {})
+        now = utcnow()
+        patch: dict[str, Any] = {"observedGeneration": gen}
+        conditions = list(status.get("conditions") or [])
+        try:
+            policy = parse_policy(name=name, namespace=ns, spec=obj.get("spec") or {})
+            sched = parse_schedule_spec(obj.get("spec") or {})
+            retention = parse_retention((obj.get("spec") or {}).get("retention"))
+        except SpecError as e:
+            conditions = cond.set_condition(
+                conditions,
+                type_=COND_SCHEDULE,
+                status=False,
+                reason="InvalidSpec",
+                message=str(e),
+                generation=gen,
+                now=now,
+            )
+            if status.get("reason") != "InvalidSpec" or status.get("message") != str(e):
+                self.kube.event(obj, warning=True, reason="InvalidSpec", message=str(e))
+            self._patch(obj, {**patch, "reason": "InvalidSpec", "message": str(e), "conditions": conditions})
+            return
+        patch.update({"reason": None, "message": None})
+        backups = self.kube.list_namespaced(BACKUPS, ns, f"{LABEL_POLICY}={naming.bounded(name)}")
+        backups = [b for b in backups if (b.get("spec") or {}).get("policyRef", {}).get("name") == name]
+
+        if sched.schedule is not None:
+            conditions = cond.set_condition(
+                conditions, type_=COND_SCHEDULE, status=True, reason="Valid", message=sched.schedule.expression,
+                generation=gen, now=now,
+            )  # fmt: skip
+            self._schedule(obj, policy, sched, sched.schedule, backups, status, patch, now)
+        else:
+            patch["nextScheduleTime"] = None
+
+        patch.update(self._rollup(backups))
+        conditions = self._overdue(conditions, sched, backups, obj, gen, now)
+        pruned = self._prune(obj, policy, retention, backups, status, now)
+        if pruned is not None:
+            patch.update(pruned)
+        spec_storage = (obj.get("spec") or {}).get("storage") or {}
+        if spec_storage.get("sync"):
+            every = int(spec_storage.get("syncIntervalSeconds") or DEFAULT_SYNC_INTERVAL)
+            last = _ts(status.get("lastSyncTime"))
+            if last is None or (now - last).total_seconds() >= every:
+                patch.update(self._sync(obj, policy, backups, now))
+        patch["conditions"] = conditions
+        self._patch(obj, patch)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _patch(self, obj: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
+        current = obj.get("status") or {}
+        changed = {k: v for k, v in patch.items() if current.get(k) != v and not (v is None and k not in current)}
+        if changed:
+            m = obj["metadata"]
+            self.kube.patch_status(POLICIES, m["namespace"], m["name"], changed)
+
+    def _schedule(
+        self,
+        obj: Mapping[str, Any],
+        policy: PolicySpec,
+        sched: ScheduleSpec,
+        schedule: Schedule,
+        backups: Sequence[Mapping[str, Any]],
+        status: Mapping[str, Any],
+        patch: dict[str, Any],
+        now: dt.datetime,
+    ) -> None:
+        m = obj["metadata"]
+        t = tick(
+            schedule,
+            now=now,
+            last_scheduled=_ts(status.get("lastScheduleTime")),
+            created=cond.parse_iso(m["creationTimestamp"]),
+            starting_deadline=sched.starting_deadline,
+        )
+        patch["nextScheduleTime"] = None if sched.suspend else cond.iso(t.next)
+        if sched.suspend:
+            return
+        if t.missed is not None:
+            patch["lastScheduleTime"] = cond.iso(t.missed)
+            patch["missedRuns"] = int(status.get("missedRuns") or 0) + 1
+            msg = f"missed the run due at {cond.iso(t.missed)}: more than startingDeadlineSeconds late"
+            self.kube.event(obj, warning=True, reason="MissedSchedule", message=msg)
+            return
+        if t.due is None:
+            return
+        active = [
+            b["metadata"]["name"]
+            for b in backups
+            if (b.get("spec") or {}).get("trigger") == Trigger.SCHEDULED
+            and not BackupPhase((b.get("status") or {}).get("phase") or "Pending").terminal
+        ]
+        name = run_name(policy.name, t.due)
+        patch["lastScheduleTime"] = cond.iso(t.due)
+        if active and name not in active:
+            patch["skippedRuns"] = int(status.get("skippedRuns") or 0) + 1
+            patch["lastSkippedTime"] = cond.iso(t.due)
+            msg = f"skipped the run due at {cond.iso(t.due)}: {', '.join(active)} is still queued or running"
+            self.kube.event(obj, warning=True, reason="ScheduleSkipped", message=msg)
+            return
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "Backup",
+            "metadata": {
+                "name": name,
+                "namespace": m["namespace"],
+                "labels": {
+                    LABEL_POLICY: naming.bounded(policy.name),
+                    LABEL_TRIGGER: str(Trigger.SCHEDULED),
+                    LABEL_DB_KEY: naming.database_key(policy.database.identity),
+                    LABEL_MANAGED_BY: MANAGED_BY,
+                },
+                "annotations": {f"{GROUP}/scheduled-for": cond.iso(t.due)},
+            },
+            "spec": {
+                "policyRef": {"name": policy.name},
+                "trigger": str(Trigger.SCHEDULED),
+                "description": f"scheduled run for {cond.iso(t.due)}",
+            },
+        }
+        if self.kube.create(BACKUPS, m["namespace"], body):
+            LOG.info("BackupPolicy %s/%s: created scheduled Backup %s", m["namespace"], m["name"], name)
+            self.kube.event(obj, warning=False, reason="Scheduled", message=f"created Backup {name}")
+
+    @staticmethod
+    def _rollup(backups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        infos = [(backup_info(b), b) for b in backups]
+        ok = sorted((x for x in infos if x[0].phase == BackupPhase.COMPLETED), key=lambda x: (x[0].when, x[0].name))
+        bad = sorted((x for x in infos if x[0].phase == BackupPhase.FAILED), key=lambda x: (x[0].when, x[0].name))
+        out: dict[str, Any] = {
+            "backupCount": len(infos),
+            "completedCount": len(ok),
+            "failedCount": len(bad),
+            "storedBytes": sum(int((b.get("status") or {}).get("storedBytes") or 0) for _, b in ok),
+        }
+        if ok:
+            out["lastSuccessfulBackup"] = ok[-1][0].name
+            out["lastSuccessfulTime"] = cond.iso(ok[-1][0].when)
+        if bad:
+            out["lastFailedBackup"] = bad[-1][0].name
+            out["lastFailedTime"] = cond.iso(bad[-1][0].when)
+            out["lastFailureReason"] = (bad[-1][1].get("status") or {}).get("reason")
+        return out
+
+    def _overdue(
+        self,
+        conditions: list[dict[str, Any]],
+        sched: ScheduleSpec,
+        backups: Sequence[Mapping[str, Any]],
+        obj: Mapping[str, Any],
+        gen: int,
+        now: dt.datetime,
+    ) -> list[dict[str, Any]]:
+        if sched.schedule is None or sched.suspend:
+            return [c for c in conditions if c.get("type") != COND_OVERDUE]
+        ok = [
+            backup_info(b)
+            for b in backups
+            if (b.get("spec") or {}).get("trigger") == Trigger.SCHEDULED
+            and (b.get("status") or {}).get("phase") == BackupPhase.COMPLETED
+        ]
+        last = max((x.when for x in ok), default=None)
+        since = last or cond.parse_iso(obj["metadata"]["creationTimestamp"])
+        limit = 2 * interval(sched.schedule, since)
+        overdue = now - since > limit
+        what = f"last successful scheduled backup at {cond.iso(last)}" if last else "no successful scheduled backup yet"
+        was = next((c for c in conditions if c.get("type") == COND_OVERDUE), {}).get("status") == "True"
+        if overdue and not was:
+            self.kube.event(obj, warning=True, reason="BackupOverdue", message=f"{what}; expected within {limit}")
+        return cond.set_condition(
+            conditions,
+            type_=COND_OVERDUE,
+            status=overdue,
+            reason="Overdue" if overdue else "UpToDate",
+            message=f"{what} (threshold {limit}, twice the schedule interval)",
+            generation=gen,
+            now=now,
+        )
+
+    def _prune(
+        self,
+        obj: Mapping[str, Any],
+        policy: PolicySpec,
+        retention: Any,
+        backups: Sequence[Mapping[str, Any]],
+        status: Mapping[str, Any],
+        now: dt.datetime,
+    ) -> dict[str, Any] | None:
+        scheduled = sorted(
+            (backup_info(b) for b in backups if (b.get("spec") or {}).get("trigger") == Trigger.SCHEDULED),
+            key=lambda x: (x.created, x.name),
+        )
+        finished = [x for x in scheduled if x.phase.terminal]
+        if not finished or finished[-1].phase != BackupPhase.COMPLETED:
+            return None  # nothing succeeded yet, or the newest run failed: never delete anything
+        trigger_name = finished[-1].name
+        if status.get("lastPrunedAfter") == trigger_name:
+            return None
+        tz = ZoneInfo(str((obj.get("spec") or {}).get("timeZone") or "UTC"))
+        doomed = sorted(plan([backup_info(b) for b in backups], retention, now=now, tz=tz))
+        for name in doomed:
+            self.kube.delete(BACKUPS, obj["metadata"]["namespace"], name)
+        if doomed:
+            LOG.info("BackupPolicy %s: pruned %s", obj["metadata"]["name"], ", ".join(doomed))
+            self.kube.event(obj, warning=False, reason="Pruned", message=f"retention removed {', '.join(doomed)}")
+        return {
+            "lastPrunedAfter": trigger_name,
+            "lastPruneTime": cond.iso(now),
+            "prunedCount": int(status.get("prunedCount") or 0) + len(doomed),
+        }
+
+    # ------------------------------------------------------------------ recovery from storage
+
+    def _sync(
+        self, obj: Mapping[str, Any], policy: PolicySpec, backups: Sequence[Mapping[str, Any]], now: dt.datetime
+    ) -> dict[str, Any]:
+        m = obj["metadata"]
+        ns = m["namespace"]
+        probe = Location.for_policy(policy, "", "")
+        try:
+            store = self.base.store(ns, probe)
+        except StorageError as e:
+            self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
+            return {"lastSyncTime": cond.iso(now), "lastSyncError": str(e)}
+        imported = 0
+        try:
+            known = {(b.get("status") or {}).get("location") for b in self.kube.list_namespaced(BACKUPS, ns, "")}
+            prefix = "/".join(p for p in (policy.s3.prefix, ns, policy.name) if p) + "/"
+            for key in store.manifests(prefix):
+                manifest = store.read_json(key)
+                if not manifest or not manifest.get("sha256") or not manifest.get("object"):
+                    continue
+                location = naming.s3_url(policy.s3.bucket, manifest["object"])
+                if location in known:
+                    continue
+                size = store.size(manifest["object"])
+                if size is None or size != manifest.get("storedBytes"):
+                    continue  # a manifest without its complete dump is not a backup
+                self._import(obj, policy, key, manifest, location)
+                known.add(location)
+                imported += 1
+            self._check_missing(store, ns, backups)
+        except StorageError as e:
+            self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
+            return {"lastSyncTime": cond.iso(now), "lastSyncError": str(e)}
+        finally:
+            store.close()
+        if imported:
+            self.kube.event(
+                obj, warning=False, reason="Imported", message=f"imported {imported} backup(s) from storage"
+            )
+        return {"lastSyncTime": cond.iso(now), "lastSyncError": None}
+
+    def _import(
+        self, obj: Mapping[str, Any], policy: PolicySpec, manifest_key: str, manifest: Mapping[str, Any], location: str
+    ) -> None:
+        ns = obj["metadata"]["namespace"]
+        info = manifest.get("backup") or {}
+        name = str(info.get("name") or manifest_key.rsplit("/", 2)[-2])
+        if self.kube.get_backup(ns, name) is not None:
+            name = naming.bounded(f"{name}-imported-{naming.database_key(location)[:8]}", 253)
+        trigger = info.get("trigger") if info.get("trigger") in {t.value for t in Trigger} else "manual"
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "Backup",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": {
+                    LABEL_POLICY: naming.bounded(policy.name),
+                    LABEL_TRIGGER: trigger,
+                    LABEL_IMPORTED: "true",
+                    LABEL_DB_KEY: naming.database_key(policy.database.identity),
+                    LABEL_MANAGED_BY: MANAGED_BY,
+                },
+                "annotations": {ANNOTATION_IMPORTED_FROM: naming.s3_url(policy.s3.bucket, manifest_key)},
+            },
+            # Imported data is kept when the CR is deleted: the cluster did not create it.
+            "spec": {
+                "policyRef": {"name": policy.name},
+                "trigger": trigger,
+                "deletionPolicy": "Retain",
+                "description": f"imported from {naming.s3_url(policy.s3.bucket, manifest_key)}",
+            },
+        }
+        self.kube.create(BACKUPS, ns, body)
+        self.base.complete_import(ns, name, policy, manifest_key, manifest, location)
+        LOG.info("imported Backup %s/%s from %s", ns, name, location)
+
+    def _check_missing(self, store: Store, ns: str, backups: Sequence[Mapping[str, Any]]) -> None:
+        for b in backups:
+            st = b.get("status") or {}
+            if st.get("phase") != BackupPhase.COMPLETED or not st.get("location"):
+                continue
+            bucket, key = naming.parse_s3_url(st["location"])
+            if bucket != store.bucket:
+                continue
+            mkey = naming.parse_s3_url(st["manifestLocation"])[1] if st.get("manifestLocation") else None
+            missing = not store.exists(key) or (mkey is not None and not store.exists(mkey))
+            self.base.set_data_missing(b, missing)
