@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from . import __version__
+from . import __version__, metrics
 from .api import BACKUPS, GROUP, POLICIES, RESTORES, VERSION, BackupPhase, RestorePhase
 from .kube import Kube
 from .models import DEFAULT_AGENT_IMAGE
@@ -55,7 +55,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = int(os.environ.get("MBO_MAX_WORKERS", "16"))
     settings.watching.server_timeout = 120
     reconciler()
-    LOG.info("mysql-backup-operator %s started", __version__)
+    port = int(os.environ.get("MBO_METRICS_PORT", "9090"))
+    if port:
+        metrics.serve(port)
+    LOG.info("mysql-backup-operator %s started (metrics on :%s)", __version__, port or "off")
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import conditions as cond
-from . import naming
+from . import metrics, naming
 from .api import (
     ANNOTATION_IMPORTED_FROM,
     ANNOTATION_KEEP,
@@ -130,6 +130,7 @@ class PolicyReconciler:
             patch["nextScheduleTime"] = None
 
         patch.update(self._rollup(backups))
+        self._observe(ns, name, backups)
         conditions = self._overdue(conditions, sched, backups, obj, gen, now)
         pruned = self._prune(obj, policy, retention, backups, status, now)
         if pruned is not None:
@@ -219,6 +220,28 @@ class PolicyReconciler:
         if self.kube.create(BACKUPS, m["namespace"], body):
             LOG.info("BackupPolicy %s/%s: created scheduled Backup %s", m["namespace"], m["name"], name)
             self.kube.event(obj, warning=False, reason="Scheduled", message=f"created Backup {name}")
+
+    @staticmethod
+    def _observe(namespace: str, policy: str, backups: Sequence[Mapping[str, Any]]) -> None:
+        ok = sorted(
+            (b for b in backups if (b.get("status") or {}).get("phase") == BackupPhase.COMPLETED),
+            key=lambda b: backup_info(b).when,
+        )
+        last = ok[-1].get("status") or {} if ok else {}
+        phases: dict[str, int] = {}
+        for b in backups:
+            p = str((b.get("status") or {}).get("phase") or "Pending")
+            phases[p] = phases.get(p, 0) + 1
+        metrics.observe_policy(
+            namespace=namespace,
+            policy=policy,
+            last_success=backup_info(ok[-1]).when.timestamp() if ok else None,
+            duration=last.get("durationSeconds"),
+            dump_bytes=last.get("sizeBytes"),
+            stored_bytes=last.get("storedBytes"),
+            total_stored=sum(int((b.get("status") or {}).get("storedBytes") or 0) for b in ok),
+            phases=phases,
+        )
 
     @staticmethod
     def _rollup(backups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

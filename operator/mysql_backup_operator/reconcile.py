@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import conditions as cond
-from . import jobs, naming
+from . import jobs, metrics, naming
 from .api import (
     ANNOTATION_IMPORTED_FROM,
     API_VERSION,
@@ -112,6 +112,11 @@ class Reconciler:
             cond.failed(obj.get("status") or {}, reason=reason, message=message, generation=gen, now=utcnow()),
         )
         self.kube.event(obj, warning=True, reason=str(reason), message=message)
+        if plural == BACKUPS:
+            policy = str((obj.get("spec") or {}).get("policyRef", {}).get("name", ""))
+            metrics.backup_failed(namespace=obj["metadata"]["namespace"], policy=policy, reason=str(reason))
+        else:
+            metrics.restore_finished(namespace=obj["metadata"]["namespace"], result="failed")
         LOG.warning(
             "%s %s/%s failed: %s: %s",
             obj["kind"],
@@ -180,12 +185,14 @@ class Reconciler:
 
     def _take_lock(self, plural: str, obj: dict[str, Any], db_key: str, identity: str) -> bool:
         gen = int(obj["metadata"].get("generation") or 1)
+        waiting = self._waiting(db_key)
+        metrics.queue_length(identity, len(waiting))
         d = acquire(
             self.lock,
             db_key=db_key,
             identity_note=identity,
             me=_op(obj),
-            waiting=self._waiting(db_key),
+            waiting=waiting,
             is_alive=self._is_alive,
         )
         if d.acquire:
@@ -490,6 +497,7 @@ class Reconciler:
         result = jobs.agent_result(self.kube.job_pods(ns, job_name)) or {}
         if outcome == "complete" and result.get("ok"):
             self._set(RESTORES, obj, cond.restore_completed(obj["status"], generation=gen, now=utcnow()))
+            metrics.restore_finished(namespace=ns, result="completed")
             self.kube.event(obj, warning=False, reason="Completed", message=f"restored {', '.join(databases)}")
             self.lock.release(db_key, _op(obj))
             return

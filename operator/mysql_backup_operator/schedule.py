@@ -37,8 +37,13 @@ def next_after(s: Schedule, t: dt.datetime) -> dt.datetime:
 
 
 def latest_at_or_before(s: Schedule, t: dt.datetime) -> dt.datetime:
+    # croniter's get_prev excludes its start and works in whole seconds: start just after t, and
+    # step back once more if that landed in t's own (future) fraction of a second.
     it = croniter(s.expression, t.astimezone(s.tz) + dt.timedelta(seconds=1))
-    return it.get_prev(dt.datetime).astimezone(dt.UTC)
+    prev: dt.datetime = it.get_prev(dt.datetime)
+    if prev > t:
+        prev = it.get_prev(dt.datetime)
+    return prev.astimezone(dt.UTC)
 
 
 def interval(s: Schedule, around: dt.datetime) -> dt.timedelta:

@@ -7,9 +7,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,99 +58,130 @@ def crds(stack: Stack) -> None:
         stack.kubectl("wait", "--for=condition=Established", f"crd/{name}.{GROUP}", "--timeout=60s")
 
 
+RELEASE = "mysql-backup-operator"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @dataclass
-class OperatorProcess:
-    """The operator as a local process (as `helm install` would run it, minus the pod)."""
+class InstalledOperator:
+    """The operator as users run it: `helm install`ed, its pod run by the process kubelet with the
+    chart's ServiceAccount token and in-cluster configuration. Any missing RBAC verb fails tests."""
 
     stack: Stack
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    api: Any
+    metrics_port: int = field(default_factory=_free_port)
+    health_port: int = field(default_factory=_free_port)
+    baseline_restarts: int = 0
 
-    def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mysql-backup-operator")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                "KUBECONFIG": self.stack.kubeconfig,
-                "MBO_LOCK_NAMESPACE": LOCK_NAMESPACE,
-                "MBO_POLICY_INTERVAL": "2",
-                "MBO_AGENT_IMAGE": "local/mysql-backup-operator:dev",
-                "MBO_RECONCILE_INTERVAL": "1",
-                **self.env,
-            },
-            start_new_session=True,
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.stack.raw["helm"], f"--kubeconfig={self.stack.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        log.close()
-        # `hack/stack.py down` stops it even if pytest itself is killed before teardown.
-        (self.stack.state_dir / "pids" / "operator-test.pid").write_text(str(self.proc.pid))
+
+    def install(self) -> None:
+        extra_env = [
+            {"name": "MBO_RECONCILE_INTERVAL", "value": "1"},
+            {"name": "MBO_POLICY_INTERVAL", "value": "2"},
+        ]
+        self.helm(
+            "upgrade", "--install", RELEASE, str(REPO / "helm" / "mysql-backup-operator"),
+            "--namespace", LOCK_NAMESPACE, "--wait", "--timeout", "180s",
+            "--set", "image.repository=local/mysql-backup-operator", "--set", "image.tag=dev",
+            "--set", f"metrics.port={self.metrics_port}", "--set", f"health.port={self.health_port}",
+            "--set-json", f"extraEnv={json.dumps(extra_env)}",
+        )  # fmt: skip
+        self.wait_ready()
+
+    def pods(self) -> list[client.V1Pod]:
+        selector = f"app.kubernetes.io/instance={RELEASE}"
+        return list(self.core.list_namespaced_pod(LOCK_NAMESPACE, label_selector=selector).items)
+
+    def _running(self) -> client.V1Pod | None:
+        for p in self.pods():
+            if p.metadata.deletion_timestamp is None and p.status.phase == "Running":
+                cs = (p.status.container_statuses or [None])[0]
+                if cs is not None and cs.state.running is not None:
+                    return p
+        return None
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        pod = eventually(self._running, timeout=timeout, what="operator pod running")
+        self.baseline_restarts = pod.status.container_statuses[0].restart_count
+
+    def _pids(self) -> list[int]:
+        port = f"KUBERNETES_SERVICE_PORT={self.stack.raw['ports']['apiserver']}".encode()
+        out = []
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                cmd = (p / "cmdline").read_bytes()
+                env = (p / "environ").read_bytes()
+            except OSError:
+                continue
+            if b"mysql-backup-operator" in cmd and b"python" in cmd and port in env.split(b"\0"):
+                out.append(int(p.name))
+        return out
 
     def kill(self) -> None:
-        """SIGKILL: the operator gets no chance to clean up, as in a node crash."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        """SIGKILL the operator process inside its pod, as a crash would; the kubelet restarts it."""
+        pids = self._pids()
+        assert pids, "operator process not found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        eventually(lambda: not self._pids(), timeout=10, what="operator process gone")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """Scale to zero: the operator stays down for as long as the caller likes."""
+        self.scale(0)
+        eventually(lambda: not self.pods(), timeout=60, what="operator pod gone")
+
+    def start(self) -> None:
+        if not self.pods():
+            self.scale(1)
+        eventually(lambda: self._pids() and self._running(), timeout=120, what="operator running again")
+        self.wait_ready()
+
+    def scale(self, n: int) -> None:
+        self.stack.kubectl("scale", "deployment", RELEASE, "-n", LOCK_NAMESPACE, f"--replicas={n}")
 
     def alive(self) -> bool:
-        return bool(self.proc and self.proc.poll() is None)
+        pod = self._running()
+        return pod is not None and pod.status.container_statuses[0].restart_count == self.baseline_restarts
 
     def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """Every line any operator container wrote, across restarts and pods."""
+        root = self.stack.state_dir / "kubelet" / "pods"
+        return "".join(f.read_text(errors="replace") for f in sorted(root.glob("*/containers/operator/*.log")))
 
 
-def operator_kubeconfig(stack: Stack, api: Any) -> Path:
-    """A kubeconfig for the operator's own ServiceAccount, so every test runs under its real RBAC."""
-    core = client.CoreV1Api(api)
-    tok = core.create_namespaced_service_account_token(
-        "mysql-backup-operator", LOCK_NAMESPACE, {"spec": {"expirationSeconds": 6 * 3600}}
-    ).status.token
-    path = stack.state_dir / "operator.kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "mbo",
-                        "cluster": {
-                            "server": stack.raw["apiserver"],
-                            "certificate-authority": str(stack.state_dir / "pki" / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": "operator", "user": {"token": tok}}],
-                "contexts": [{"name": "mbo", "context": {"cluster": "mbo", "user": "operator"}}],
-                "current-context": "mbo",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
+OperatorProcess = InstalledOperator
 
 
 @pytest.fixture(scope="session")
-def operator(stack: Stack, api: Any, crds: None) -> Iterator[OperatorProcess]:
+def operator(stack: Stack, api: Any, crds: None) -> InstalledOperator:
     core = client.CoreV1Api(api)
     with contextlib.suppress(client.ApiException):
-        core.create_namespace({"metadata": {"name": LOCK_NAMESPACE}})
-    stack.kubectl("apply", "-f", str(REPO / "manifests" / "base"))
-    op = OperatorProcess(stack, stack.state_dir / "logs" / f"operator-{uuid.uuid4().hex[:6]}.log")
-    op.env["KUBECONFIG"] = str(operator_kubeconfig(stack, api))
-    op.start()
-    yield op
-    op.stop()
+        core.create_namespace(
+            {"metadata": {"name": LOCK_NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+        )
+    op = InstalledOperator(stack, api)
+    op.install()
+    return op
 
 
 @dataclass

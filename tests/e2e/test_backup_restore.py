@@ -228,7 +228,7 @@ def test_one_operation_per_database_at_a_time(env: Env) -> None:
         return False
 
     eventually(saw_queued, timeout=60, interval=0.2, what="a queued Backup")
-    busy = [env.get("backups", n)["status"] for n in names]
+    busy = [env.get("backups", n).get("status") or {} for n in names]
     assert any(s.get("reason") == "DatabaseBusy" and "waiting for" in s.get("message", "") for s in busy) or any(
         s.get("reason") == "QueuedBehindEarlierOperation" for s in busy
     )

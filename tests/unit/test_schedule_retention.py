@@ -56,6 +56,15 @@ def test_tick_is_quiet_between_runs_and_after_creation() -> None:
     assert tick(s, now=c + dt.timedelta(seconds=30), last_scheduled=None, created=c, starting_deadline=None).due is None
 
 
+def test_a_run_is_never_due_before_its_time() -> None:
+    s = parse_schedule("* * * * *")
+    just_before = T0 - dt.timedelta(microseconds=100_000)
+    t = tick(s, now=just_before, last_scheduled=T0 - dt.timedelta(minutes=1), created=T0, starting_deadline=None)
+    assert t.due is None and t.next == T0
+    at = tick(s, now=T0, last_scheduled=T0 - dt.timedelta(minutes=1), created=T0, starting_deadline=None)
+    assert at.due == T0 and at.next == T0 + dt.timedelta(minutes=1)
+
+
 def test_time_zone_and_names() -> None:
     s = parse_schedule("0 2 * * *", "Europe/Berlin")
     t = tick(s, now=dt.datetime(2026, 7, 1, 0, 30, tzinfo=UTC), last_scheduled=None, created=T0, starting_deadline=None)

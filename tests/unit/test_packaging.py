@@ -1,0 +1,70 @@
+"""Derived files stay in sync with their sources: chart CRDs, rendered manifests, API docs."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def helm() -> str:
+    out = subprocess.run(["bash", str(REPO / "hack" / "build-binaries.sh")], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1] + "/helm"
+
+
+def test_chart_crds_are_identical_to_top_level_crds() -> None:
+    top = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    chart = sorted(p.name for p in (REPO / "helm/mysql-backup-operator/crds").glob("*.yaml"))
+    assert top == chart
+    for name in top:
+        assert filecmp.cmp(REPO / "crds" / name, REPO / "helm/mysql-backup-operator/crds" / name, shallow=False), name
+
+
+def test_rendered_manifests_are_current(tmp_path: Path) -> None:
+    rendered = subprocess.run(
+        [
+            helm(), "template", "mysql-backup-operator", str(REPO / "helm/mysql-backup-operator"),
+            "--namespace", "mysql-backup-system", "--include-crds", "--kube-version", "1.35.4",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    current = (REPO / "manifests/install.yaml").read_text()
+    assert rendered.strip() in current, "manifests/install.yaml is stale: run hack/render-manifests.sh"
+
+
+def test_helm_lint_and_schema_rejects_bad_values() -> None:
+    chart = str(REPO / "helm/mysql-backup-operator")
+    lint = subprocess.run([helm(), "lint", chart], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    for bad in (["--set", "replicas=-1"], ["--set", "logLevel=LOUD"], ["--set", "metrics.port=0"], ["--set", "nope=1"]):
+        r = subprocess.run(
+            [helm(), "template", "x", chart, "--kube-version", "1.35.4", *bad], capture_output=True, text=True
+        )
+        assert r.returncode != 0 and "values don't meet the specifications of the schema" in r.stderr, bad
+
+
+def test_chart_options_render() -> None:
+    chart = str(REPO / "helm/mysql-backup-operator")
+    out = subprocess.run(
+        [
+            helm(), "template", "x", chart, "--kube-version", "1.35.4", "--namespace", "ops",
+            "--set", "replicas=2", "--set", "watchNamespaces={team-a,team-b}",
+            "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    kinds = [d["kind"] for d in docs]
+    assert kinds.count("Role") == 3 and "ServiceMonitor" in kinds and "ClusterKopfPeering" in kinds
+    rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts == {"BackupTooOld", "BackupFailing"}
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MBO_PEERING"] == "x-mysql-backup-operator" and env["MBO_WATCH_NAMESPACES"] == "team-a,team-b"
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-cluster"))
+    assert not any("secrets" in r.get("resources", []) for r in cluster_role["rules"]), "namespaced mode leaks secrets"
