@@ -37,24 +37,40 @@ def show(*args: str) -> None:
     print(kubectl(*args), flush=True)
 
 
-def ensure_operator() -> None:
-    pidf = SD / "pids" / "operator.pid"
-    if pidf.exists():
-        try:
-            os.kill(int(pidf.read_text()), 0)
-            return
-        except ProcessLookupError:
-            pass
-    log = open(SD / "logs" / "operator.log", "ab")  # noqa: SIM115 - owned by the child
-    p = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "mysql-backup-operator")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "KUBECONFIG": ENV["kubeconfig"], "MBO_LOCK_NAMESPACE": LOCK_NS},
-        start_new_session=True,
-    )
-    pidf.write_text(str(p.pid))
-    print(f"operator started (pid {p.pid}, log {SD / 'logs' / 'operator.log'})")
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def helm_install() -> None:
+    """The operator as users install it; the process kubelet runs its pod (ports are the host's)."""
+    ns_body = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": LOCK_NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(ns_body))
+    args = [
+        ENV["helm"], f"--kubeconfig={ENV['kubeconfig']}", "upgrade", "--install", "mysql-backup-operator",
+        str(REPO / "helm" / "mysql-backup-operator"), "--namespace", LOCK_NS, "--wait", "--timeout", "180s",
+        "--set", "image.repository=local/mysql-backup-operator", "--set", "image.tag=dev",
+        "--set", f"metrics.port={free_port()}", "--set", f"health.port={free_port()}",
+    ]  # fmt: skip
+    print("$ helm upgrade --install mysql-backup-operator helm/mysql-backup-operator -n mysql-backup-system")
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"helm install failed: {r.stderr}")
+    print(r.stdout.strip().splitlines()[0] if r.stdout.strip() else "")
+    show("get", "deploy,pods", "-n", LOCK_NS)
+
+
+def plugin(*args: str) -> int:
+    print(f"$ kubectl mysqlbackup {' '.join(args)}", flush=True)
+    env = {**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", "KUBECONFIG": ENV["kubeconfig"]}
+    return subprocess.run([ENV["kubectl"], "mysqlbackup", *args], env=env).returncode
 
 
 def sample_data() -> None:
@@ -84,30 +100,16 @@ def sql(q: str) -> Any:
     return rows
 
 
-def wait_phase(kind: str, name: str, phases: tuple[str, ...], timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        obj = json.loads(kubectl("get", kind, name, "-n", NS, "-o", "json"))
-        phase = (obj.get("status") or {}).get("phase", "")
-        if phase != last:
-            print(f"  {kind}/{name}: {phase or '(new)'}  {obj.get('status', {}).get('message', '')}", flush=True)
-            last = phase
-        if phase in phases:
-            return dict(obj)
-        time.sleep(1)
-    sys.exit(f"{kind}/{name} did not reach {phases} in {timeout}s")
-
-
 def main() -> None:
-    print("== CRDs and operator")
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for crd in ("backuppolicies", "backups", "restores"):
-        kubectl("wait", "--for=condition=Established", f"crd/{crd}.mysqlbackup.dev", "--timeout=60s")
-    for ns in (NS, LOCK_NS):
-        kubectl("create", "namespace", ns, check=False)
+    print("== helm install (CRDs, operator, RBAC, admission policy, metrics)")
+    helm_install()
+    deadline = time.monotonic() + 120
+    while kubectl("get", "namespace", NS, "-o", "jsonpath={.metadata.deletionTimestamp}", check=False).strip():
+        if time.monotonic() > deadline:
+            sys.exit(f"namespace {NS} is stuck terminating")
+        time.sleep(1)  # a previous run's namespace is still being deleted
+    kubectl("create", "namespace", NS, check=False)
     kubectl("label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
-    ensure_operator()
 
     print("== sample database and bucket")
     sample_data()
@@ -154,38 +156,33 @@ def main() -> None:
                 }
             },
             "backup": {"compression": "zstd"},
+            "schedule": "*/30 * * * *",
+            "timeZone": "UTC",
+            "retention": {"keepLast": 5, "keepDaily": 7},
         },
     }
     kubectl("apply", "-f", "-", input=json.dumps(policy))
 
-    print("== manual Backup")
+    print("== manual Backup (BackupPolicy shop also runs every 30 minutes)")
     stamp = time.strftime("%Y%m%d%H%M%S")
     backup = f"shop-manual-{stamp}"
-    kubectl("create", "-f", "-", input=json.dumps({
-        "apiVersion": "mysqlbackup.dev/v1alpha1", "kind": "Backup",
-        "metadata": {"name": backup, "namespace": NS},
-        "spec": {"policyRef": {"name": "shop"}, "description": "demo backup"},
-    }))  # fmt: skip
-    b = wait_phase("backup", backup, ("Completed", "Failed"))
-    if b["status"]["phase"] != "Completed":
-        sys.exit(f"backup failed: {b['status']}")
+    if plugin("create", "-n", NS, "--policy", "shop", "--name", backup, "--wait", "--timeout", "300") != 0:
+        sys.exit("backup failed")
     before = sql("CHECKSUM TABLE products, orders")
 
     print("== damage the data, then Restore")
     sql("DELETE FROM orders WHERE id % 3 = 0")
     sql("UPDATE products SET price = 0")
     restore = f"shop-restore-{stamp}"
-    kubectl("create", "-f", "-", input=json.dumps({
-        "apiVersion": "mysqlbackup.dev/v1alpha1", "kind": "Restore",
-        "metadata": {"name": restore, "namespace": NS},
-        "spec": {"backupRef": {"name": backup}},
-    }))  # fmt: skip
-    r = wait_phase("restore", restore, ("Completed", "Failed"))
+    rc = plugin("restore", "-n", NS, backup, "--name", restore, "--yes", "--wait", "--timeout", "600")
+    r = json.loads(kubectl("get", "restore", restore, "-n", NS, "-o", "json"))
     after = sql("CHECKSUM TABLE products, orders")
     print(f"  checksums before backup: {before}")
     print(f"  checksums after restore: {after}  -> {'MATCH' if before == after else 'DIFFERENT'}")
 
     print("== results")
+    plugin("list", "-n", NS)
+    print()
     show("get", "backuppolicies,backups,restores", "-n", NS, "-o", "wide")
     show("get", "jobs", "-n", NS)
     print("== dumps in S3")
@@ -194,7 +191,7 @@ def main() -> None:
     print(f"\nThe stack is still running. KUBECONFIG={ENV['kubeconfig']}")
     print(f"  source {SD / 'env.sh'}   # kubectl, helm and KUBECONFIG for this stack")
     print("  make stack-down          # stop everything")
-    if r["status"]["phase"] != "Completed" or before != after:
+    if rc != 0 or r["status"]["phase"] != "Completed" or before != after:
         sys.exit(1)
 
 
