@@ -1,4 +1,5 @@
-"""Renders the backup and restore Jobs. Pure: same inputs, same manifest.
+"""Renders the objects the operator creates: backup and restore Jobs, and child Backups.
+Pure: same inputs, same manifest.
 
 Secrets reach the pod only through `valueFrom.secretKeyRef` env and Secret volumes, never argv.
 The pod meets the "restricted" Pod Security Standard and has no Kubernetes API access.
@@ -12,7 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import naming
-from .api import API_VERSION, LABEL_BACKUP, LABEL_DB_KEY, LABEL_MANAGED_BY, LABEL_POLICY, LABEL_RESTORE_JOB, MANAGED_BY
+from .api import (
+    API_VERSION,
+    LABEL_BACKUP,
+    LABEL_DB_KEY,
+    LABEL_MANAGED_BY,
+    LABEL_POLICY,
+    LABEL_RESTORE_JOB,
+    LABEL_TRIGGER,
+    MANAGED_BY,
+    Trigger,
+)
 from .models import PolicySpec
 
 AGENT_CONTAINER = "agent"
@@ -255,6 +266,40 @@ def render_restore_job(
             LABEL_DB_KEY: db_key,
         },
     )
+
+
+def render_backup(
+    *,
+    name: str,
+    namespace: str,
+    policy: PolicySpec,
+    trigger: Trigger | str,
+    description: str,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    deletion_policy: str | None = None,
+) -> dict[str, Any]:
+    """A Backup the operator creates itself (scheduled run, pre-restore safety net, import)."""
+    spec: dict[str, Any] = {"policyRef": {"name": policy.name}, "trigger": str(trigger), "description": description}
+    if deletion_policy:
+        spec["deletionPolicy"] = deletion_policy
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Backup",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                LABEL_POLICY: naming.bounded(policy.name),
+                LABEL_TRIGGER: str(trigger),
+                LABEL_DB_KEY: naming.database_key(policy.database.identity),
+                LABEL_MANAGED_BY: MANAGED_BY,
+                **(labels or {}),
+            },
+            "annotations": dict(annotations or {}),
+        },
+        "spec": spec,
+    }
 
 
 def job_outcome(job: Mapping[str, Any]) -> tuple[str, str | None]:

@@ -20,19 +20,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import conditions as cond
-from . import metrics, naming
+from . import jobs, metrics, naming
 from .api import (
     ANNOTATION_IMPORTED_FROM,
     ANNOTATION_KEEP,
-    API_VERSION,
     BACKUPS,
     GROUP,
-    LABEL_DB_KEY,
     LABEL_IMPORTED,
-    LABEL_MANAGED_BY,
     LABEL_POLICY,
-    LABEL_TRIGGER,
-    MANAGED_BY,
     POLICIES,
     BackupPhase,
     Trigger,
@@ -197,26 +192,14 @@ class PolicyReconciler:
             msg = f"skipped the run due at {cond.iso(t.due)}: {', '.join(active)} is still queued or running"
             self.kube.event(obj, warning=True, reason="ScheduleSkipped", message=msg)
             return
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": "Backup",
-            "metadata": {
-                "name": name,
-                "namespace": m["namespace"],
-                "labels": {
-                    LABEL_POLICY: naming.bounded(policy.name),
-                    LABEL_TRIGGER: str(Trigger.SCHEDULED),
-                    LABEL_DB_KEY: naming.database_key(policy.database.identity),
-                    LABEL_MANAGED_BY: MANAGED_BY,
-                },
-                "annotations": {f"{GROUP}/scheduled-for": cond.iso(t.due)},
-            },
-            "spec": {
-                "policyRef": {"name": policy.name},
-                "trigger": str(Trigger.SCHEDULED),
-                "description": f"scheduled run for {cond.iso(t.due)}",
-            },
-        }
+        body = jobs.render_backup(
+            name=name,
+            namespace=m["namespace"],
+            policy=policy,
+            trigger=Trigger.SCHEDULED,
+            description=f"scheduled run for {cond.iso(t.due)}",
+            annotations={f"{GROUP}/scheduled-for": cond.iso(t.due)},
+        )
         if self.kube.create(BACKUPS, m["namespace"], body):
             LOG.info("BackupPolicy %s/%s: created scheduled Backup %s", m["namespace"], m["name"], name)
             self.kube.event(obj, warning=False, reason="Scheduled", message=f"created Backup {name}")
@@ -380,30 +363,18 @@ class PolicyReconciler:
         name = str(info.get("name") or manifest_key.rsplit("/", 2)[-2])
         if self.kube.get_backup(ns, name) is not None:
             name = naming.bounded(f"{name}-imported-{naming.database_key(location)[:8]}", 253)
-        trigger = info.get("trigger") if info.get("trigger") in {t.value for t in Trigger} else "manual"
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": "Backup",
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": {
-                    LABEL_POLICY: naming.bounded(policy.name),
-                    LABEL_TRIGGER: trigger,
-                    LABEL_IMPORTED: "true",
-                    LABEL_DB_KEY: naming.database_key(policy.database.identity),
-                    LABEL_MANAGED_BY: MANAGED_BY,
-                },
-                "annotations": {ANNOTATION_IMPORTED_FROM: naming.s3_url(policy.s3.bucket, manifest_key)},
-            },
-            # Imported data is kept when the CR is deleted: the cluster did not create it.
-            "spec": {
-                "policyRef": {"name": policy.name},
-                "trigger": trigger,
-                "deletionPolicy": "Retain",
-                "description": f"imported from {naming.s3_url(policy.s3.bucket, manifest_key)}",
-            },
-        }
+        trigger = str(info.get("trigger")) if info.get("trigger") in {t.value for t in Trigger} else "manual"
+        # Imported data is kept when the CR is deleted: this cluster did not create it.
+        body = jobs.render_backup(
+            name=name,
+            namespace=ns,
+            policy=policy,
+            trigger=trigger,
+            description=f"imported from {naming.s3_url(policy.s3.bucket, manifest_key)}",
+            labels={LABEL_IMPORTED: "true"},
+            annotations={ANNOTATION_IMPORTED_FROM: naming.s3_url(policy.s3.bucket, manifest_key)},
+            deletion_policy="Retain",
+        )
         self.kube.create(BACKUPS, ns, body)
         self.base.complete_import(ns, name, policy, manifest_key, manifest, location)
         LOG.info("imported Backup %s/%s from %s", ns, name, location)

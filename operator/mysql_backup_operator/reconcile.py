@@ -508,30 +508,17 @@ class Reconciler:
     def _ensure_pre_restore_backup(self, restore: Mapping[str, Any], policy: PolicySpec) -> str:
         m = restore["metadata"]
         name = naming.pre_restore_backup_name(m["name"], cond.parse_iso(m["creationTimestamp"]))
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": "Backup",
-            "metadata": {
-                "name": name,
-                "namespace": m["namespace"],
-                "labels": {
-                    LABEL_RESTORE: naming.bounded(m["name"]),
-                    LABEL_RESTORE_UID: m["uid"],
-                    LABEL_TRIGGER: str(Trigger.PRE_RESTORE),
-                    LABEL_POLICY: naming.bounded(policy.name),
-                    LABEL_DB_KEY: naming.database_key(policy.database.identity),
-                    LABEL_MANAGED_BY: MANAGED_BY,
-                },
-                "annotations": {"mysqlbackup.dev/restore": m["name"]},
-                # Deliberately no ownerReference: deleting the Restore must never delete its safety net.
-            },
-            "spec": {
-                "policyRef": {"name": policy.name},
-                "trigger": str(Trigger.PRE_RESTORE),
-                "description": f"automatic safety backup before Restore {m['name']}",
-                "deletionPolicy": "Retain",
-            },
-        }
+        body = jobs.render_backup(
+            name=name,
+            namespace=m["namespace"],
+            policy=policy,
+            trigger=Trigger.PRE_RESTORE,
+            description=f"automatic safety backup before Restore {m['name']}",
+            labels={LABEL_RESTORE: naming.bounded(m["name"]), LABEL_RESTORE_UID: m["uid"]},
+            annotations={"mysqlbackup.dev/restore": m["name"]},
+            # Retain, and deliberately no ownerReference: deleting the Restore never deletes its safety net.
+            deletion_policy="Retain",
+        )
         self.kube.create(BACKUPS, m["namespace"], body)
         return name
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,8 @@ class InstalledOperator:
             "--set", "image.repository=local/mysql-backup-operator", "--set", "image.tag=dev",
             "--set", f"metrics.port={self.metrics_port}", "--set", f"health.port={self.health_port}",
             "--set-json", f"extraEnv={json.dumps(extra_env)}",
+            # A new pod per test session, so a reused stack never runs yesterday's operator code.
+            "--set-string", f"podAnnotations.mysqlbackup\\.dev/test-session={uuid.uuid4().hex}",
         )  # fmt: skip
         self.wait_ready()
 

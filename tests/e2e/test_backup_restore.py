@@ -362,3 +362,38 @@ def test_password_never_leaks(env: Env, operator: OperatorProcess) -> None:
         logs = env.core.read_namespaced_pod_log(pod.metadata.name, env.namespace)
         assert password not in logs and s3_secret not in logs
     assert os.environ.get("MBO_DB_PASSWORD") is None
+
+
+def test_corrupted_dump_is_detected_before_the_database_is_touched(env: Env) -> None:
+    env.policy()
+    env.backup("b")
+    st = env.wait_phase("backups", "b", ("Completed",))["status"]
+    bucket, key = st["location"][5:].split("/", 1)
+    s3 = s3_client(env.stack)
+    data = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+    env.sql("UPDATE customers SET name = 'after-backup'")
+    before = env.checksums()
+    env.restore("r", "b")
+    r = env.wait_phase("restores", "r", ("Completed", "Failed"), timeout=240)["status"]
+    assert r["phase"] == "Failed" and r["reason"] == "ChecksumMismatch", r
+    assert "nothing was restored" in r["message"]
+    assert env.checksums() == before
+
+
+def test_a_stuck_backup_times_out(env: Env) -> None:
+    """A dump blocked by a table lock hits activeDeadlineSeconds and fails with reason Timeout."""
+    from tests.e2e.conftest import db_connect
+
+    env.policy(jobTemplate={"activeDeadlineSeconds": 30})
+    blocker = db_connect(env.stack, env.database)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLES customers WRITE")
+            env.backup("stuck")
+            st = env.wait_phase("backups", "stuck", ("Completed", "Failed"), timeout=120)["status"]
+    finally:
+        blocker.close()
+    assert st["phase"] == "Failed" and st["reason"] == "Timeout", st
+    assert not [k for k in env.objects() if "/stuck-" in k], "a partial dump became visible"

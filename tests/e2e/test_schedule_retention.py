@@ -238,3 +238,24 @@ def test_invalid_schedule_zone_and_retention_are_refused(env: Env) -> None:
         assert message in e.value.body, (spec, e.value.body)
     ok = env.policy("good", schedule="0 3 * * 1-5", timeZone="Europe/Berlin", retention={"keepDaily": 7})
     assert ok["spec"]["timeZone"] == "Europe/Berlin"
+
+
+def test_storage_errors_keep_the_finalizer_until_data_is_deleted(env: Env) -> None:
+    env.policy()
+    env.backup("held")
+    st = env.wait_phase("backups", "held", ("Completed",))["status"]
+    good = {k: v for k, v in env.stack.s3.items() if k in ("access_key", "secret_key")}
+    env.secret("s3-credentials", {"AWS_ACCESS_KEY_ID": good["access_key"], "AWS_SECRET_ACCESS_KEY": "wrong-secret"})
+    env.stack.kubectl("delete", "backup", "held", "-n", env.namespace, "--wait=false")
+
+    def pending_event() -> bool:
+        return any(e.reason == "DeletionPending" for e in env.events("held"))
+
+    eventually(pending_event, timeout=60, interval=1, what="DeletionPending event")
+    held = env.get("backups", "held")
+    assert held["metadata"]["deletionTimestamp"] and "mysqlbackup.dev/delete-data" in held["metadata"]["finalizers"]
+    assert dump_key({"status": st}) in env.objects()
+
+    env.secret("s3-credentials", {"AWS_ACCESS_KEY_ID": good["access_key"], "AWS_SECRET_ACCESS_KEY": good["secret_key"]})
+    wait_gone(env, "held", timeout=120)
+    assert not [k for k in env.objects() if k.startswith(dump_key({"status": st}).rsplit("/", 1)[0])]

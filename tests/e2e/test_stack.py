@@ -242,3 +242,57 @@ def test_zz_node_stays_ready_for_two_minutes(stack: Stack, node_watch: dict[str,
     bad = [s for s in samples if s[1] != "True" or s[2]]
     assert not bad, f"node not Ready or tainted at some point: {bad[:3]}"
     assert len(node_watch["renewals"]) >= 8, "lease was not renewed regularly"
+
+
+def test_graceful_deletion_sends_sigterm_then_sigkill(stack: Stack, api: Any, namespace: str) -> None:
+    """SIGTERM first; after the grace period, SIGKILL; then the pod object goes away."""
+    core = client.CoreV1Api(api)
+
+    def pod(name: str, script: str) -> None:
+        core.create_namespaced_pod(
+            namespace,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "terminationGracePeriodSeconds": 3,
+                    "volumes": [{"name": "out", "emptyDir": {}}],
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "local/process",
+                            "command": ["bash", "-c", script],
+                            "volumeMounts": [{"name": "out", "mountPath": "/out"}],
+                            "securityContext": RESTRICTED,
+                        }
+                    ],
+                },
+            },
+        )
+
+    pod("polite", "trap 'echo got-TERM > /out/signal; exit 0' TERM; echo started > /out/signal; sleep 300 & wait")
+    pod("stubborn", "trap '' TERM; echo started > /out/signal; while true; do sleep 0.2; done")
+    uids = {}
+    for name in ("polite", "stubborn"):
+        eventually(lambda n=name: core.read_namespaced_pod(n, namespace).status.phase == "Running", timeout=60)
+        uids[name] = core.read_namespaced_pod(name, namespace).metadata.uid
+    time.sleep(1)
+    start = time.monotonic()
+    for name in ("polite", "stubborn"):
+        core.delete_namespaced_pod(name, namespace)
+
+    def gone(name: str) -> bool:
+        try:
+            core.read_namespaced_pod(name, namespace)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    eventually(lambda: gone("polite"), timeout=30, what="polite pod gone")
+    polite_time = time.monotonic() - start
+    eventually(lambda: gone("stubborn"), timeout=30, what="stubborn pod gone")
+    stubborn_time = time.monotonic() - start
+    volumes = stack.state_dir / "kubelet" / "pods"
+    assert (volumes / uids["polite"] / "volumes" / "out" / "signal").read_text().strip() == "got-TERM"
+    assert (volumes / uids["stubborn"] / "volumes" / "out" / "signal").read_text().strip() == "started"
+    assert polite_time < 3, "a pod that exits on SIGTERM must not wait out its grace period"
+    assert 3 <= stubborn_time < 15, f"SIGKILL should follow the 3s grace period (took {stubborn_time:.1f}s)"
