@@ -18,8 +18,16 @@ from botocore.config import Config
 
 from .config import StorageConfig
 
-DEFAULT_PART_SIZE = 16 * 1024 * 1024
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+# S3 allows 10,000 parts. Parts double in size every 2,000, so the limit is ~500 GiB of
+# compressed dump while small dumps keep small (memory-cheap) parts.
+PARTS_PER_SIZE_STEP = 2000
 READ_CHUNK = 1024 * 1024
+
+
+def part_size_for(number: int, base: int = DEFAULT_PART_SIZE) -> int:
+    """Size of part `number` (1-based)."""
+    return int(base * 2 ** ((number - 1) // PARTS_PER_SIZE_STEP))
 
 
 def client(cfg: StorageConfig) -> Any:
@@ -45,7 +53,10 @@ def client(cfg: StorageConfig) -> Any:
 
 
 class MultipartWriter:
-    """write() bytes in any sizes; complete() publishes the object, abort() guarantees nothing is."""
+    """write() bytes in any sizes; complete() publishes the object, abort() guarantees nothing is.
+
+    Memory: the chunks of the part being filled, plus at most `max_in_flight` parts uploading.
+    """
 
     def __init__(
         self,
@@ -59,7 +70,8 @@ class MultipartWriter:
     ) -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
         self.part_size = part_size
-        self.buf = bytearray()
+        self.pending: list[bytes] = []
+        self.pending_len = 0
         self.parts: list[Future[dict[str, Any]]] = []
         self.slots = threading.BoundedSemaphore(max_in_flight)
         self.pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="s3-part")
@@ -70,12 +82,17 @@ class MultipartWriter:
     def write(self, data: bytes) -> None:
         if not data:
             return
-        self.buf += data
+        self.pending.append(data)
+        self.pending_len += len(data)
         self.bytes_written += len(data)
-        while len(self.buf) >= self.part_size:
-            chunk = bytes(self.buf[: self.part_size])
-            del self.buf[: self.part_size]
-            self._submit(chunk)
+        if self.pending_len >= part_size_for(len(self.parts) + 1, self.part_size):
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        body = b"".join(self.pending)
+        self.pending.clear()
+        self.pending_len = 0
+        self._submit(body)
 
     def _submit(self, chunk: bytes) -> None:
         for f in self.parts:  # surface an earlier part's failure as soon as possible
@@ -95,9 +112,8 @@ class MultipartWriter:
             self.slots.release()
 
     def complete(self) -> None:
-        if self.buf or not self.parts:
-            self._submit(bytes(self.buf))
-            self.buf.clear()
+        if self.pending or not self.parts:
+            self._flush_pending()
         done = [f.result() for f in self.parts]
         self.s3.complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": done}
