@@ -566,8 +566,6 @@ class PodWorker(threading.Thread):
             policy = self.pod["spec"].get("restartPolicy", "Always")
             ok = all(c == 0 for c in codes) and policy != "Always"
             self.phase = "Succeeded" if ok else "Failed"
-            if not ok and policy == "Always":
-                self.phase = "Failed"
         self._push_status()
         with contextlib.suppress(ApiException):
             self.k.core.delete_namespaced_pod(
@@ -578,7 +576,7 @@ class PodWorker(threading.Thread):
 
     # ------------------------------------------------------------------ status
 
-    def _container_status(self, run: ContainerRun, init: bool) -> dict[str, Any]:
+    def _container_status(self, run: ContainerRun) -> dict[str, Any]:
         st: dict[str, Any] = {
             "name": run.name,
             "image": run.spec.get("image", ""),
@@ -618,10 +616,10 @@ class PodWorker(threading.Thread):
                     cond("ContainersReady", all_ready and not terminal, "ContainersNotReady"),
                     cond("Ready", all_ready and not terminal, "ContainersNotReady"),
                 ],
-                "containerStatuses": [self._container_status(r, False) for r in self.runs],
+                "containerStatuses": [self._container_status(r) for r in self.runs],
             }
             if self.init_runs:
-                status["initContainerStatuses"] = [self._container_status(r, True) for r in self.init_runs]
+                status["initContainerStatuses"] = [self._container_status(r) for r in self.init_runs]
             if self.reason:
                 status["reason"] = self.reason
             if self.message:

@@ -147,14 +147,7 @@ class Store:
                 raise err from None
 
     def exists(self, key: str) -> bool:
-        try:
-            self.s3.head_object(Bucket=self.bucket, Key=key)
-            return True
-        except Exception as e:
-            err = _error(e, f"head s3://{self.bucket}/{key}")
-            if err.missing or "404" in str(e):
-                return False
-            raise err from None
+        return self.size(key) is not None
 
     def size(self, key: str) -> int | None:
         try:

@@ -68,6 +68,12 @@ def test_schedule_deterministic_names_and_single_catch_up(env: Env, operator: Op
     assert pol["nextScheduleTime"] > pol["lastScheduleTime"]
     env.wait_phase("backups", name, ("Completed",))
 
+    def overdue_status() -> str | None:
+        conds = env.get("backuppolicies", "pol").get("status", {}).get("conditions") or []
+        return next((c["status"] for c in conds if c["type"] == "BackupOverdue"), None)
+
+    assert eventually(lambda: overdue_status() == "False", timeout=20, what="BackupOverdue=False")
+
     # Stop the operator a few seconds before the next due time; restart after two more have passed.
     now = dt.datetime.now(dt.UTC)
     next_due = (now + dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
