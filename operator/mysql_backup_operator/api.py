@@ -85,6 +85,7 @@ class Reason(StrEnum):
     BACKUP_NOT_FOUND = "BackupNotFound"
     DUMP_FAILED = "DumpFailed"
     RESTORE_FAILED = "RestoreFailed"
+    INTERRUPTED = "Interrupted"
     # Decided by the operator.
     POLICY_NOT_FOUND = "PolicyNotFound"
     INVALID_SPEC = "InvalidSpec"

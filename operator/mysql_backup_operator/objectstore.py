@@ -97,6 +97,22 @@ class Location:
         )
 
 
+def result_from_manifest(bucket: str, manifest_key: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A Backup's result fields, as the agent would have reported them, read back from its manifest."""
+    return {
+        "location": f"s3://{bucket}/{manifest['object']}",
+        "manifestLocation": f"s3://{bucket}/{manifest_key}",
+        "sizeBytes": manifest.get("sizeBytes"),
+        "storedBytes": manifest.get("storedBytes"),
+        "sha256": manifest.get("sha256"),
+        "compression": manifest.get("compression"),
+        "tableCount": (manifest.get("counts") or {}).get("tables"),
+        "databases": manifest.get("databases"),
+        "serverVersion": manifest.get("serverVersion"),
+        "binlog": {k: v for k, v in (manifest.get("binlog") or {}).items() if v is not None} or None,
+    }
+
+
 def _error(e: Exception, what: str) -> StorageError:
     response = getattr(e, "response", None)
     code = ""

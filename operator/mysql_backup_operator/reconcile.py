@@ -38,7 +38,7 @@ from .api import (
 from .kube import Kube
 from .locking import LeaseLock, Operation, acquire
 from .models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
-from .objectstore import Location, StorageError, Store
+from .objectstore import Location, StorageError, Store, result_from_manifest
 
 LOG = logging.getLogger(__name__)
 AGENT_REASONS = {r.value for r in Reason}
@@ -298,11 +298,23 @@ class Reconciler:
         job_name = obj["status"].get("jobName") or naming.backup_job_name(name)
         job = self.kube.get_job(ns, job_name)
         if job is None:
+            # The Job can be gone for good reasons (ttlSecondsAfterFinished while the operator was
+            # down). Object storage is the source of truth: a manifest written by this very Backup
+            # means the dump completed.
+            recovered = self._result_from_storage(obj)
+            if recovered is not None:
+                done = cond.backup_completed(obj["status"], result=recovered, generation=gen, now=utcnow())
+                done["message"] = f"Job {job_name} is gone; result recovered from its manifest"
+                self._set(BACKUPS, obj, done)
+                self.kube.event(obj, warning=False, reason="Completed", message=done["message"])
+                if own_lock:
+                    self.lock.release(own_lock, _op(obj))
+                return
             return self._fail(
                 BACKUPS,
                 obj,
                 Reason.JOB_DELETED,
-                f"backup Job {job_name} disappeared before finishing",
+                f"backup Job {job_name} disappeared before finishing, and no manifest was written",
                 release=own_lock,
             )
         outcome, job_reason = jobs.job_outcome(job)
@@ -325,13 +337,39 @@ class Reconciler:
         reason, message = self._failure_from(result, job_reason, secret_values, what="backup")
         self._fail(BACKUPS, obj, reason, message, release=own_lock)
 
+    def _result_from_storage(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        st = obj.get("status") or {}
+        if not st.get("storage"):
+            return None
+        loc = Location.from_status(st["storage"])
+        try:
+            store = self.store(obj["metadata"]["namespace"], loc)
+        except StorageError:
+            return None
+        try:
+            manifest = store.read_json(loc.manifest_key)
+            if not manifest or (manifest.get("backup") or {}).get("uid") != obj["metadata"]["uid"]:
+                return None
+            if store.size(manifest.get("object", "")) != manifest.get("storedBytes"):
+                return None
+        except StorageError:
+            return None
+        finally:
+            store.close()
+        return result_from_manifest(loc.bucket, loc.manifest_key, manifest)
+
     def _failure_from(
         self, result: Mapping[str, Any], job_reason: str | None, secret_values: list[str], *, what: str
     ) -> tuple[str, str]:
         if job_reason == "DeadlineExceeded":
             return Reason.TIMEOUT, f"{what} Job exceeded its activeDeadlineSeconds and was stopped"
         reason = result.get("reason")
-        message = scrub(str(result.get("message") or f"{what} Job failed ({job_reason})"), secret_values)
+        fallback = (
+            f"{what} Job failed ({job_reason})"
+            if result
+            else f"{what} Job failed ({job_reason}) and no pod is left to say why: was it deleted or evicted?"
+        )
+        message = scrub(str(result.get("message") or fallback), secret_values)
         if reason not in AGENT_REASONS:
             # No classified result: either the agent never started (no result, or the runtime's
             # StartError code 128) or it crashed before it could classify.
@@ -576,18 +614,7 @@ class Reconciler:
         obj = self.kube.get_backup(namespace, name)
         if obj is None or (obj.get("status") or {}).get("phase"):
             return
-        result = {
-            "location": location,
-            "manifestLocation": naming.s3_url(policy.s3.bucket, manifest_key),
-            "sizeBytes": manifest.get("sizeBytes"),
-            "storedBytes": manifest.get("storedBytes"),
-            "sha256": manifest.get("sha256"),
-            "compression": manifest.get("compression"),
-            "tableCount": (manifest.get("counts") or {}).get("tables"),
-            "databases": manifest.get("databases"),
-            "serverVersion": manifest.get("serverVersion"),
-            "binlog": {k: v for k, v in (manifest.get("binlog") or {}).items() if v is not None} or None,
-        }
+        result = result_from_manifest(policy.s3.bucket, manifest_key, manifest)
         now = utcnow()
         status = cond.backup_completed({"startedAt": manifest.get("startedAt")}, result=result, generation=1, now=now)
         status["completedAt"] = manifest.get("completedAt") or status["completedAt"]

@@ -447,3 +447,83 @@ def test_agent_memory_stays_flat_whatever_the_dump_size(env: Env) -> None:
     # Bounded by the parts in flight and zstd's worker buffers, not by the dump size.
     assert full_peak - half_peak < 24 * 1024, (half_peak, full_peak)
     assert full_peak < 256 * 1024, full_peak
+
+
+def _hold_dump(env: Env) -> Any:
+    """A write lock on one table: mysqldump blocks on it until the returned connection closes."""
+    from tests.e2e.conftest import db_connect
+
+    conn = db_connect(env.stack, env.database)
+    conn.cursor().execute("LOCK TABLES customers WRITE")
+    return conn
+
+
+def _agent_pids(env: Env) -> list[int]:
+    marker = f"KUBERNETES_SERVICE_PORT={env.stack.raw['ports']['apiserver']}".encode()
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"mysql-backup-agent\0backup" in (p / "cmdline").read_bytes() and marker in (
+                    p / "environ"
+                ).read_bytes().split(b"\0"):
+                    pids.append(int(p.name))
+    return pids
+
+
+def test_agent_pod_killed_mid_backup_publishes_nothing(env: Env) -> None:
+    env.policy()
+    conn = _hold_dump(env)
+    try:
+        env.backup("killed")
+        env.wait_phase("backups", "killed", ("Running",))
+        eventually(lambda: _agent_pids(env), timeout=30, what="agent running")
+        time.sleep(1)
+        (pod,) = env.core.list_namespaced_pod(
+            env.namespace, label_selector="batch.kubernetes.io/job-name=backup-killed"
+        ).items
+        env.core.delete_namespaced_pod(pod.metadata.name, env.namespace)
+        st = env.wait_phase("backups", "killed", ("Completed", "Failed"), timeout=120)["status"]
+    finally:
+        conn.close()
+    # The agent aborted on SIGTERM (reason Interrupted in its result), but a deleted pod takes its
+    # termination message with it; the Job's own failure is what remains.
+    assert st["phase"] == "Failed" and st["reason"] in ("Interrupted", "JobFailed"), st
+    assert st["reason"] == "Interrupted" or "deleted or evicted" in st["message"], st
+    assert not [k for k in env.objects() if "/killed-" in k], "a partial dump became visible"
+    # ...and the agent aborted its multipart upload on SIGTERM instead of leaving parts behind.
+    uploads = s3_client(env.stack).list_multipart_uploads(Bucket=env.bucket).get("Uploads", [])
+    assert not [u for u in uploads if "/killed-" in u["Key"]], uploads
+    # The lock was released: the next backup runs.
+    env.backup("after")
+    assert env.wait_phase("backups", "after", ("Completed", "Failed"))["status"]["phase"] == "Completed"
+
+
+def test_result_recovered_from_storage_when_the_job_is_gone(env: Env, operator: OperatorProcess) -> None:
+    """Operator down while its Job finished and was cleaned up: the manifest proves completion."""
+    env.policy()
+    conn = _hold_dump(env)
+    try:
+        env.backup("orphan")
+        env.wait_phase("backups", "orphan", ("Running",))
+        operator.stop()
+    finally:
+        conn.close()
+    try:
+        eventually(
+            lambda: any(
+                c.type == "Complete" and c.status == "True"
+                for c in env.batch.read_namespaced_job("backup-orphan", env.namespace).status.conditions or []
+            ),
+            timeout=120,
+            what="job complete while the operator is down",
+        )
+        env.batch.delete_namespaced_job("backup-orphan", env.namespace, propagation_policy="Background")
+    finally:
+        operator.start()
+    st = env.wait_phase("backups", "orphan", ("Completed", "Failed"), timeout=60)["status"]
+    assert st["phase"] == "Completed", st
+    assert "recovered from its manifest" in st["message"]
+    bucket, key = st["location"][5:].split("/", 1)
+    body = s3_client(env.stack).get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == st["sha256"]

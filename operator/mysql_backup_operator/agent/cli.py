@@ -483,8 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         write_result({"ok": False, "operation": op, "reason": str(e.reason), "message": msg})
         return 2 if e.permanent else 1
     except Terminated:
-        msg = f"{op} was stopped by SIGTERM (deadline exceeded or pod deleted); nothing partial was published"
-        write_result({"ok": False, "operation": op, "reason": str(Reason.TIMEOUT), "message": msg})
+        msg = f"{op} was stopped by SIGTERM (pod deleted or evicted); nothing partial was published"
+        write_result({"ok": False, "operation": op, "reason": str(Reason.INTERRUPTED), "message": msg})
         return 1
     except Exception as e:
         msg = errors.scrub(f"{type(e).__name__}: {e}", cfg.secrets)
