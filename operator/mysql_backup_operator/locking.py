@@ -93,7 +93,7 @@ class LeaseLock:
             raise
         return (lease.spec.holder_identity or None), lease
 
-    def try_take(self, db_key: str, me: Operation, identity_note: str, current: Any) -> bool:
+    def try_take(self, db_key: str, me: Operation, *, identity_note: str, current: Any) -> bool:
         """Creates the Lease, or takes over `current` (free or stale). False if someone beat us."""
         metadata: dict[str, Any] = {
             "name": naming.lock_name(db_key),
@@ -145,7 +145,7 @@ def acquire(
     d = decide(me=me, holder=holder, holder_alive=alive, waiting=waiting)
     if not d.acquire or holder == me.identity:
         return d
-    if lock.try_take(db_key, me, identity_note, lease):
+    if lock.try_take(db_key, me, identity_note=identity_note, current=lease):
         return d
     holder, _ = lock.holder(db_key)
     return Decision(acquire=False, reason=Reason.DATABASE_BUSY, blocker=holder or "another operation", position=1)

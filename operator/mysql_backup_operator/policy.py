@@ -35,7 +35,7 @@ from .api import (
 from .models import PolicySpec, SpecError, parse_policy
 from .objectstore import Location, StorageError, Store
 from .reconcile import Reconciler, utcnow
-from .retention import BackupInfo, parse_retention, plan
+from .retention import BackupInfo, RetentionSpec, parse_retention, plan
 from .schedule import Schedule, interval, parse_schedule, run_name, tick
 
 LOG = logging.getLogger(__name__)
@@ -120,14 +120,23 @@ class PolicyReconciler:
                 conditions, type_=COND_SCHEDULE, status=True, reason="Valid", message=sched.schedule.expression,
                 generation=gen, now=now,
             )  # fmt: skip
-            self._schedule(obj, policy, sched, sched.schedule, backups, status, patch, now)
+            self._schedule(
+                obj,
+                policy=policy,
+                sched=sched,
+                schedule=sched.schedule,
+                backups=backups,
+                status=status,
+                patch=patch,
+                now=now,
+            )
         else:
             patch["nextScheduleTime"] = None
 
         patch.update(self._rollup(backups))
         self._observe(ns, name, backups)
-        conditions = self._overdue(conditions, sched, backups, obj, gen, now)
-        pruned = self._prune(obj, policy, retention, backups, status, now)
+        conditions = self._overdue(conditions, sched=sched, backups=backups, obj=obj, gen=gen, now=now)
+        pruned = self._prune(obj, retention=retention, backups=backups, status=status, now=now)
         if pruned is not None:
             patch.update(pruned)
         spec_storage = (obj.get("spec") or {}).get("storage") or {}
@@ -151,6 +160,7 @@ class PolicyReconciler:
     def _schedule(
         self,
         obj: Mapping[str, Any],
+        *,
         policy: PolicySpec,
         sched: ScheduleSpec,
         schedule: Schedule,
@@ -249,6 +259,7 @@ class PolicyReconciler:
     def _overdue(
         self,
         conditions: list[dict[str, Any]],
+        *,
         sched: ScheduleSpec,
         backups: Sequence[Mapping[str, Any]],
         obj: Mapping[str, Any],
@@ -284,8 +295,8 @@ class PolicyReconciler:
     def _prune(
         self,
         obj: Mapping[str, Any],
-        policy: PolicySpec,
-        retention: Any,
+        *,
+        retention: RetentionSpec,
         backups: Sequence[Mapping[str, Any]],
         status: Mapping[str, Any],
         now: dt.datetime,
@@ -340,7 +351,7 @@ class PolicyReconciler:
                 size = store.size(manifest["object"])
                 if size is None or size != manifest.get("storedBytes"):
                     continue  # a manifest without its complete dump is not a backup
-                self._import(obj, policy, key, manifest, location)
+                self._import(obj, policy=policy, manifest_key=key, manifest=manifest)
                 known.add(location)
                 imported += 1
             self._check_missing(store, ns, backups)
@@ -356,9 +367,10 @@ class PolicyReconciler:
         return {"lastSyncTime": cond.iso(now), "lastSyncError": None}
 
     def _import(
-        self, obj: Mapping[str, Any], policy: PolicySpec, manifest_key: str, manifest: Mapping[str, Any], location: str
+        self, obj: Mapping[str, Any], *, policy: PolicySpec, manifest_key: str, manifest: Mapping[str, Any]
     ) -> None:
         ns = obj["metadata"]["namespace"]
+        location = naming.s3_url(policy.s3.bucket, manifest["object"])
         info = manifest.get("backup") or {}
         name = str(info.get("name") or manifest_key.rsplit("/", 2)[-2])
         if self.kube.get_backup(ns, name) is not None:
@@ -376,7 +388,7 @@ class PolicyReconciler:
             deletion_policy="Retain",
         )
         self.kube.create(BACKUPS, ns, body)
-        self.base.complete_import(ns, name, policy, manifest_key, manifest, location)
+        self.base.complete_import(ns, name, policy=policy, manifest_key=manifest_key, manifest=manifest)
         LOG.info("imported Backup %s/%s from %s", ns, name, location)
 
     def _check_missing(self, store: Store, ns: str, backups: Sequence[Mapping[str, Any]]) -> None:

@@ -603,13 +603,7 @@ class Reconciler:
         return f"deleted s3://{loc.bucket}/{loc.dump_key} and its manifest"
 
     def complete_import(
-        self,
-        namespace: str,
-        name: str,
-        policy: PolicySpec,
-        manifest_key: str,
-        manifest: Mapping[str, Any],
-        location: str,
+        self, namespace: str, name: str, *, policy: PolicySpec, manifest_key: str, manifest: Mapping[str, Any]
     ) -> None:
         obj = self.kube.get_backup(namespace, name)
         if obj is None or (obj.get("status") or {}).get("phase"):
@@ -619,7 +613,7 @@ class Reconciler:
         status = cond.backup_completed({"startedAt": manifest.get("startedAt")}, result=result, generation=1, now=now)
         status["completedAt"] = manifest.get("completedAt") or status["completedAt"]
         status["durationSeconds"] = manifest.get("durationSeconds")
-        status["message"] = f"imported from storage: {location}"
+        status["message"] = f"imported from storage: {result['location']}"
         status["storage"] = Location.for_policy(policy, manifest["object"], manifest_key).to_status()
         status["startedAt"] = manifest.get("startedAt")
         status["conditions"] = cond.set_condition(
