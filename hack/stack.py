@@ -431,8 +431,13 @@ def node_ready(sd: Path) -> bool:
     out = kubectl(sd, "get", "node", NODE_NAME, "-o", "json", check=False)
     if not out:
         return False
-    conds = json.loads(out)["status"].get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+    node = json.loads(out)
+    conds = node["status"].get("conditions", [])
+    # The node lifecycle controller taints a new node not-ready until it has seen Ready=True;
+    # the node is usable (schedulable) only once that taint is gone again.
+    taints = {t["key"] for t in node["spec"].get("taints") or []}
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+    return ready and not taints & {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
 
 
 def start_mariadb(sd: Path, env: dict[str, Any]) -> None:
