@@ -63,7 +63,15 @@ def test_schedule_deterministic_names_and_single_catch_up(env: Env, operator: Op
     assert re.fullmatch(r"pol-\d{12}", name), name
     due = dt.datetime.strptime(name[4:], "%Y%m%d%H%M").replace(tzinfo=dt.UTC)
     assert b["metadata"]["annotations"]["mysqlbackup.dev/scheduled-for"] == due.strftime("%Y-%m-%dT%H:%M:%SZ")
-    pol = env.get("backuppolicies", "pol")["status"]
+    # The policy records the run in the same pass, right after creating it.
+    pol = eventually(
+        lambda: (
+            (env.get("backuppolicies", "pol").get("status") or {}).get("lastScheduleTime")
+            and env.get("backuppolicies", "pol")["status"]
+        ),
+        timeout=20,
+        what="lastScheduleTime",
+    )
     assert pol["lastScheduleTime"] == due.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert pol["nextScheduleTime"] > pol["lastScheduleTime"]
     env.wait_phase("backups", name, ("Completed",))
@@ -113,9 +121,13 @@ def test_keep_last_prunes_only_scheduled_backups_and_their_objects(env: Env) -> 
     for b in env.list("backups"):
         expected |= {dump_key(b), b["status"]["manifestLocation"].split("/", 3)[3]}
     assert keys == expected
-    pol = env.get("backuppolicies", "pol")["status"]
-    assert pol["prunedCount"] == 2 and pol["lastPrunedAfter"] == runs[-1]
-    assert any(e.reason == "Pruned" for e in env.events("pol"))
+
+    def pruned() -> bool:
+        pol = env.get("backuppolicies", "pol").get("status") or {}
+        return pol.get("prunedCount") == 2 and pol.get("lastPrunedAfter") == runs[-1]
+
+    eventually(pruned, timeout=20, what="prune recorded in policy status")
+    eventually(lambda: any(e.reason == "Pruned" for e in env.events("pol")), timeout=10, what="Pruned event")
 
 
 @pytest.fixture
