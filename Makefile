@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STACK := $(BIN)/python hack/stack.py
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all deps venv binaries lint unit test e2e demo stack-up stack-down stack-env clean
+.PHONY: all deps venv binaries lint unit test e2e demo stack-up stack-down stack-env clean console
 
 all: test
 
@@ -25,6 +25,11 @@ venv: $(BIN)/python
 ## Control plane, etcd, kubectl, helm and MinIO from the Go module proxy (cached under ~/.cache).
 binaries:
 	@bash hack/build-binaries.sh >/dev/null
+
+## The web console's assets (committed; needs node/npm): rebuild after editing web/.
+console: venv
+	cd web && npm install --no-audit --no-fund && npx vite build
+	$(BIN)/python -m mysql_backup_operator.console.assets web operator/mysql_backup_operator/console/static
 
 lint: venv
 	$(BIN)/ruff check operator tests hack

@@ -366,6 +366,11 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("backup")
     dl.add_argument("-y", "--yes", action="store_true")
     dl.set_defaults(fn=cmd_delete)
+    ui = sub.add_parser("ui", parents=[common], help="start the web console on 127.0.0.1 (your own credentials)")
+    from .console import server as console
+
+    console.add_arguments(ui)
+    ui.set_defaults(fn=None, run=console.run)
     return p
 
 
@@ -379,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.kind.startswith(("backup", "restore")):
                 print("error: describe [backup|restore] NAME", file=sys.stderr)
                 return EXIT_USAGE
+    if args.cmd == "ui":
+        return int(args.run(args))
     try:
         return int(args.fn(Client(args), args))
     except CliError as e:

@@ -1,0 +1,35 @@
+"""The one place the console imports from the operator, so a restructuring only re-points these lines."""
+
+from __future__ import annotations
+
+from ..api import (
+    API_VERSION,
+    BACKUPS,
+    GROUP,
+    LABEL_DB_KEY,
+    LABEL_POLICY,
+    POLICIES,
+    RESTORES,
+    VERSION,
+    BackupPhase,
+    Reason,
+    RestorePhase,
+    Trigger,
+)
+from ..naming import lock_name
+
+__all__ = [
+    "API_VERSION",
+    "BACKUPS",
+    "GROUP",
+    "LABEL_DB_KEY",
+    "LABEL_POLICY",
+    "POLICIES",
+    "RESTORES",
+    "VERSION",
+    "BackupPhase",
+    "Reason",
+    "RestorePhase",
+    "Trigger",
+    "lock_name",
+]
