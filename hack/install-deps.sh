@@ -7,6 +7,9 @@ command -v mariadb-dump >/dev/null 2>&1 || need+=(mariadb-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
+# Headless Chromium and its WebDriver for the web console's browser tests (tests/e2e/test_console.py).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[install-deps] installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
