@@ -308,8 +308,8 @@ def test_console_admin_flow(stack: Stack, env: Env, browser: Browser) -> None:
             if s and (not safety or safety[-1] != s):
                 safety.append(s)
             if p in ("BackingUp", "Restoring") and p not in shot_in:
-                shot_in.add(p)  # the last in-progress phase seen is the one the docs show
-                browser.shot("restore-progress", settle=0)
+                shot_in.add(p)
+                browser.shot(f"restore-{p.lower()}", settle=0)
             return p in ("Completed", "Failed")
 
         eventually(restored, timeout=300, interval=0.2, what="restore finished in the page")
@@ -323,6 +323,9 @@ def test_console_admin_flow(stack: Stack, env: Env, browser: Browser) -> None:
         assert env.get("backups", pre)["spec"]["trigger"] == "pre-restore"
         print("restore phases seen in the page:", phases, "safety backup:", safety)
         browser.shot("restore-done")
+        browser.go(c.base + "/#/restores")
+        browser.wait_text("restores", lambda t: rname in t and "Completed" in t, timeout=30)
+        browser.shot("restores")
 
         # Delete a manual backup: the dry run allows it, then it is gone.
         env.backup("scratch")
