@@ -40,6 +40,7 @@ class ConsoleProcess:
     """`kubectl mysqlbackup ui` as a child process; the URL with its token is read from stdout."""
 
     def __init__(self, stack: Stack, kubeconfig: str, namespace: str) -> None:
+        self.log = (stack.state_dir / f"console-{namespace}.log").open("w+")
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -48,7 +49,7 @@ class ConsoleProcess:
         self.proc = subprocess.Popen(
             [stack.kubectl_bin, "mysqlbackup", "ui", f"--kubeconfig={kubeconfig}", "-n", namespace],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.log,
             text=True,
             env=env,
         )
@@ -71,6 +72,13 @@ class ConsoleProcess:
             self.proc.wait(10)
         if self.proc.poll() is None:
             self.proc.kill()
+        self.log.close()
+
+    def requests(self, path: str) -> int:
+        """How many requests for `path` the console has served (its request log on stderr)."""
+        self.log.flush()
+        text = Path(self.log.name).read_text()
+        return len(re.findall(rf"^console: GET {re.escape(path)} ", text, re.M))
 
 
 class Browser:
@@ -352,6 +360,13 @@ def test_console_admin_flow(stack: Stack, env: Env, browser: Browser) -> None:
         for i in range(3):
             env.wait_phase("backups", f"q{i}", ("Completed",), timeout=240)
         browser.wait_text("queue-empty", lambda t: "Nothing" in t, timeout=30)
+
+        # Live, not polled: a page whose data does not change re-reads nothing while it stays open.
+        time.sleep(3)
+        before = c.requests("/api/queue")
+        time.sleep(10)
+        assert c.requests("/api/queue") - before <= 1, "the queue page polls instead of following the watch"
+        assert c.requests("/api/watch") >= 1
 
 
 def test_console_view_only_user_cannot_restore(

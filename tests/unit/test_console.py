@@ -216,3 +216,17 @@ def test_static_paths_cannot_escape(console: Console) -> None:
     assert request(console, "GET", "/../../pyproject.toml")[0] == 404
     assert request(console, "GET", "/assets/%2e%2e/%2e%2e/views.py")[0] == 404
     assert request(console, "POST", "/")[0] == 405
+
+
+def test_plugin_ui_subcommand_takes_kubectl_flags() -> None:
+    from mysql_backup_operator import plugin
+    from mysql_backup_operator.console import server
+
+    args = plugin.parser().parse_args(["ui", "-n", "shop", "--context", "prod", "--port", "8123"])
+    assert (args.namespace, args.context, args.port, args.operator_namespace) == (
+        "shop",
+        "prod",
+        8123,
+        "mysql-backup-system",
+    )
+    assert args.run is server.run
