@@ -230,3 +230,10 @@ def test_plugin_ui_subcommand_takes_kubectl_flags() -> None:
         "mysql-backup-system",
     )
     assert args.run is server.run
+
+
+def test_a_console_bug_is_a_message_not_a_dropped_connection(console: Console) -> None:
+    # FakeCluster has no lease_holders(): the queue handler fails inside the console.
+    status, _, body = request(console, "GET", "/api/queue", headers={"Cookie": "mbo_console=secret-token"})
+    err = json.loads(body)["error"]
+    assert status == 500 and err["title"] == "Console error" and "AttributeError" in err["message"]

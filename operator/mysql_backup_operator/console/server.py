@@ -17,6 +17,7 @@ import re
 import secrets
 import sys
 import threading
+import traceback
 import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -160,6 +161,10 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, "Bad request", str(e))
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except Exception as e:
+            # A console bug must still answer with a message; the details go to the user's own terminal.
+            traceback.print_exc(file=sys.stderr)
+            self._error(500, "Console error", f"unexpected {type(e).__name__}; see the terminal running the console")
 
     def _route(self, method: str, path: str) -> tuple[Callable[..., None], tuple[str, ...]]:
         parts = [urllib.parse.unquote(p) for p in path.split("/")[2:] if p]
