@@ -315,6 +315,7 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60, help="measurement window, seconds")
     ap.add_argument("--warmup", type=float, default=60, help="seconds after start-up before measuring")
     ap.add_argument("--latency-samples", type=int, default=20)
+    ap.add_argument("--latency-timeout", type=float, default=60, help="give up on one sample after this long")
     ap.add_argument("--workers", type=int, default=16, help="concurrent requests while creating objects")
     ap.add_argument("--namespace", default="bench-scale")
     ap.add_argument("--extra-env", default="[]", help="JSON list of env entries for the operator (knobs)")
@@ -401,6 +402,7 @@ def main() -> None:
         if abs(v - baseline["rates"].get(k, 0.0)) >= 0.01
     }
     total = round(sum(operator_rates.values()), 2)
+    log(f"idle: RSS {idle['rss_mib']} MiB, CPU {idle['cpu_percent']}% of a core, {total} req/s: {operator_rates}")
 
     jw = JobWatch(api, ns)
     lat: list[float] = []
@@ -413,8 +415,9 @@ def main() -> None:
             custom.patch_namespaced_custom_object(
                 GROUP, VERSION, ns, "backups", name, {"metadata": {"labels": {"bench-new": "true"}}}
             )
-        seen = jw.wait(f"backup-{name}", 60)
+        seen = jw.wait(f"backup-{name}", args.latency_timeout)
         lat.append(round(seen - t, 3) if seen else float("inf"))
+        log(f"sample {k}: {lat[-1]}s")
         time.sleep(0.5)
     log(f"create -> Job: {lat}")
 
