@@ -316,6 +316,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=60, help="seconds after start-up before measuring")
     ap.add_argument("--latency-samples", type=int, default=20)
     ap.add_argument("--latency-timeout", type=float, default=60, help="give up on one sample after this long")
+    ap.add_argument("--startup-timeout", type=float, default=300, help="give up on the start-up sample after this long")
     ap.add_argument("--workers", type=int, default=16, help="concurrent requests while creating objects")
     ap.add_argument("--namespace", default="bench-scale")
     ap.add_argument("--extra-env", default="[]", help="JSON list of env entries for the operator (knobs)")
@@ -433,8 +434,9 @@ def main() -> None:
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, ns, "backups", name, {"metadata": {"labels": {"bench-new": "true"}}}
         )
-    seen = jw.wait(f"backup-{name}", 300)
+    seen = jw.wait(f"backup-{name}", args.startup_timeout)
     startup = round(seen - started, 2) if seen else None
+    log(f"start-up -> Job: {startup}s")
     rss_after = rss_mib(new_pid) if Path(f"/proc/{new_pid}").exists() else None
     jw.stop.set()
 

@@ -15,11 +15,11 @@ import kopf
 
 from . import __version__, metrics
 from .api import BACKUPS, GROUP, LABEL_MANAGED_BY, MANAGED_BY, POLICIES, RESTORES, VERSION
+from .controllers.backup_restore import Reconciler, Settings
 from .controllers.cache import Cache
 from .controllers.runtime import Runtime, Tuning
-from .kube import Kube
+from .k8s.kube import Kube
 from .models import DEFAULT_AGENT_IMAGE
-from .reconcile import Reconciler, Settings
 
 LOG = logging.getLogger("mysql_backup_operator")
 CACHE = Cache()
@@ -58,6 +58,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we post our own, meaningful events
     settings.watching.server_timeout = int(_float_env("MBO_WATCH_TIMEOUT", 600))
     settings.watching.client_timeout = settings.watching.server_timeout + 60
+    # Only our Jobs, filtered by the apiserver (a handler's `labels=` filter alone would still
+    # stream every Job of the cluster to us).
+    settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    # The initial listing (and each re-listing after a watch timeout) in pages, not one 10,000-object
+    # response: bounds the memory peak, which Python keeps as RSS afterwards.
+    settings.watching.chunk_size = int(_float_env("MBO_LIST_CHUNK_SIZE", 500))
+    # Kubernetes >= 1.34 can stream the initial state over the watch instead (no LIST at all).
+    settings.watching.initial_streaming = os.environ.get("MBO_INITIAL_STREAMING", "") == "1"
     runtime().start()
     port = int(os.environ.get("MBO_METRICS_PORT", "9090"))
     if port:

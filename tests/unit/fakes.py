@@ -103,6 +103,15 @@ class FakeKube:
     def get_restore(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get("restores", namespace, name)
 
+    def list_all(self, plural: str, label_selector: str) -> list[dict[str, Any]]:
+        self._call("list", plural, "*", label_selector)
+        key, _, value = label_selector.partition("=")
+        return [
+            copy.deepcopy(o)
+            for (p, _, _), o in self.objects.items()
+            if p == plural and (o["metadata"].get("labels") or {}).get(key) == value
+        ]
+
     def list_namespaced(self, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         self._call("list", plural, namespace, label_selector)
         return [copy.deepcopy(o) for (p, ns, _), o in self.objects.items() if p == plural and ns == namespace]

@@ -12,7 +12,7 @@ import yaml
 from mysql_backup_operator import conditions as c
 from mysql_backup_operator.api import BackupPhase, Compression, DeletionPolicy, Reason, RestorePhase, Trigger
 from mysql_backup_operator.controllers.cache import BackupRow
-from mysql_backup_operator.policy import PolicyReconciler
+from mysql_backup_operator.controllers.policy import PolicyReconciler
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mysql_backup_operator.controllers.backup_restore import BACKUP_FINALIZER, Reconciler, Settings
 from mysql_backup_operator.controllers.runtime import Runtime, Tuning
-from mysql_backup_operator.reconcile import BACKUP_FINALIZER, Reconciler, Settings
 
 from tests.unit.fakes import FakeKube, build_cache
 
@@ -176,3 +176,25 @@ def test_cache_moves_a_row_when_its_keys_change_and_forgets_deleted_objects() ->
     cache.remove("Backup", body)
     assert cache.backups_of_policy(NS, "p1") == [] and cache.ops_for_database("k2") == []
     assert cache.sizes() == {"backups": 0, "operations": 0, "policies": 0}
+
+
+def test_before_the_cache_is_synced_the_lock_queue_is_read_live() -> None:
+    """Right after a start the cache may not know an older waiter yet: it must not be overtaken."""
+    kube, woken = world()
+    backup(kube, "holder", "2026-01-01T00:00:00Z")
+    reconciler(kube, woken).backup(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    older = backup(kube, "older", "2026-01-01T00:00:01Z")
+    reconciler(kube, woken).backup(kube.get("backups", NS, "older"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "older")]["status"]["reason"] == "DatabaseBusy"
+    kube.finish_job(NS, "backup-holder", ok=True, result=OK_RESULT)
+    reconciler(kube, woken).backup(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    backup(kube, "newer", "2026-01-01T00:00:09Z")
+    r = reconciler(kube, woken)
+    r.cache.synced.clear()  # a fresh start: the cache knows nothing yet
+    r.cache = type(r.cache)()
+    kube.calls.clear()
+    r.backup(kube.get("backups", NS, "newer"))  # type: ignore[arg-type]
+    assert [c for c in kube.calls if c[0] == "list"], "the queue was not read live"
+    newer = kube.objects[("backups", NS, "newer")]
+    assert newer["status"]["reason"] == "QueuedBehindEarlierOperation" and (NS, "backup-newer") not in kube.jobs
+    assert older["metadata"]["name"] in newer["status"]["message"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import conditions as cond
 from ..api import ANNOTATION_KEEP, LABEL_DB_KEY, BackupPhase, RestorePhase, Trigger
-from ..locking import Operation
+from ..k8s.locking import Operation
 from ..retention import BackupInfo
 
 ANNOTATION_RESTORE = "mysqlbackup.dev/restore"

@@ -24,11 +24,11 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from ..api import BACKUPS, POLICIES, RESTORES, BackupPhase, RestorePhase
-from ..kube import Kube, TransientError
+from ..k8s.kube import Kube, TransientError
 from ..objectstore import StorageError
-from ..policy import PolicyReconciler
-from ..reconcile import BACKUP_FINALIZER, Reconciler, scrub
+from .backup_restore import BACKUP_FINALIZER, Reconciler, scrub
 from .cache import Cache, ObjectKey, backup_row, backup_terminal, db_key_of, restore_terminal, slim
+from .policy import PolicyReconciler
 from .workqueue import WorkQueue
 
 LOG = logging.getLogger("mysql_backup_operator")
@@ -87,10 +87,13 @@ class Runtime:
         self._started_at = time.monotonic()
 
     def start(self) -> None:
-        """Starts the workers once the initial listing is in the cache (a background thread waits)."""
+        """Starts the workers at once, and a thread that marks the cache synced after the initial
+        listing. Until then Backups and Restores are reconciled (a new Backup must not wait for
+        10,000 old ones to be listed) with their lock queue read live, and policies wait."""
         self._expected = self._counts()
         self._started_at = time.monotonic()
-        threading.Thread(target=self._start_when_synced, name="sync-gate", daemon=True).start()
+        self.queue.start()
+        threading.Thread(target=self._mark_synced, name="sync-gate", daemon=True).start()
 
     def _counts(self) -> dict[str, int]:
         """How many objects of each kind the initial listing will deliver (LIST limit=1: 3 small requests)."""
@@ -112,10 +115,13 @@ class Runtime:
         now = time.monotonic()
         with self._lock:
             complete = bool(self._expected) and all(self._listed.get(k, 0) >= n for k, n in self._expected.items())
-            quiet = now - max(self._last_listed, self._started_at) >= self.tuning.sync_quiet_seconds
+            # Quiet only counts once every kind expected to have objects has delivered some: a big
+            # LIST can take longer than the quiet period to start arriving.
+            started = all(self._listed.get(k, 0) > 0 for k, n in self._expected.items() if n > 0)
+            quiet = started and now - max(self._last_listed, self._started_at) >= self.tuning.sync_quiet_seconds
         return complete or quiet or now - self._started_at >= self.tuning.sync_max_seconds
 
-    def _start_when_synced(self) -> None:
+    def _mark_synced(self) -> None:
         while not self.synced():
             time.sleep(0.05)
         self.cache.synced.set()
@@ -125,7 +131,6 @@ class Runtime:
             ", ".join(f"{k} {v}" for k, v in self.cache.sizes().items()),
             len(self.queue),
         )
-        self.queue.start()
 
     # ------------------------------------------------------------------ events (from kopf)
 
@@ -235,6 +240,8 @@ class Runtime:
         body.setdefault("kind", key[0])
         kind = key[0]
         if kind == POLICY:
+            if not self.cache.synced.is_set():
+                return 1.0  # a roll-up from half the Backups would write wrong counts
             self._drop_legacy_finalizer(POLICIES, body)
             if body["metadata"].get("deletionTimestamp"):
                 return None

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import conditions as cond
-from . import jobs, metrics, naming
-from .api import (
+from .. import conditions as cond
+from .. import jobs, metrics, naming
+from ..api import (
     ANNOTATION_IMPORTED_FROM,
     API_VERSION,
     BACKUPS,
@@ -35,11 +35,11 @@ from .api import (
     RestorePhase,
     Trigger,
 )
-from .controllers.cache import Cache
-from .kube import Kube
-from .locking import LeaseLock, Operation, acquire
-from .models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
-from .objectstore import Location, StorageError, Store, result_from_manifest
+from ..k8s.kube import Kube
+from ..k8s.locking import LeaseLock, Operation, acquire
+from ..models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
+from ..objectstore import Location, StorageError, Store, result_from_manifest
+from .cache import Cache, op_row
 
 LOG = logging.getLogger(__name__)
 # Held by every Backup until its objects are deleted (or kept, with deletionPolicy Retain). The
@@ -203,8 +203,18 @@ class Reconciler:
         return not terminal
 
     def _waiting(self, db_key: str) -> list[Operation]:
-        """The queue in front of a database lock, from the watch-fed cache (no LIST per attempt)."""
-        return [row.op for row in self.cache.ops_for_database(db_key) if row.waiting]
+        """The queue in front of a database lock, from the watch-fed cache (no LIST per attempt).
+        Until the cache has the initial listing (the first seconds after a start) it is read live,
+        so an older waiter the cache does not know yet is never overtaken."""
+        if self.cache.synced.is_set():
+            return [row.op for row in self.cache.ops_for_database(db_key) if row.waiting]
+        ops = []
+        for plural, kind in ((BACKUPS, "Backup"), (RESTORES, "Restore")):
+            for obj in self.kube.list_all(plural, f"{LABEL_DB_KEY}={db_key}"):
+                row = op_row(kind, obj)
+                if row.waiting:
+                    ops.append(row.op)
+        return ops
 
     def _take_lock(self, plural: str, obj: dict[str, Any], db_key: str, identity: str) -> bool:
         gen = int(obj["metadata"].get("generation") or 1)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import conditions as cond
-from . import jobs, metrics, naming
-from .api import (
+from .. import conditions as cond
+from .. import jobs, metrics, naming
+from ..api import (
     ANNOTATION_IMPORTED_FROM,
     BACKUPS,
     GROUP,
@@ -33,12 +33,12 @@ from .api import (
     BackupPhase,
     Trigger,
 )
-from .controllers.cache import BackupRow
-from .models import PolicySpec, SpecError, parse_policy
-from .objectstore import Location, StorageError, Store
-from .reconcile import Reconciler, utcnow
-from .retention import BackupInfo, RetentionSpec, parse_retention, plan
-from .schedule import Schedule, interval, parse_schedule, run_name, tick
+from ..models import PolicySpec, SpecError, parse_policy
+from ..objectstore import Location, StorageError, Store
+from ..retention import BackupInfo, RetentionSpec, parse_retention, plan
+from ..schedule import Schedule, interval, parse_schedule, run_name, tick
+from .backup_restore import Reconciler, utcnow
+from .cache import BackupRow
 
 LOG = logging.getLogger(__name__)
 COND_OVERDUE = "BackupOverdue"

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from .api import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
+from ..api import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
 
 LOG = logging.getLogger(__name__)
 P = ParamSpec("P")
