@@ -198,3 +198,19 @@ def test_before_the_cache_is_synced_the_lock_queue_is_read_live() -> None:
     newer = kube.objects[("backups", NS, "newer")]
     assert newer["status"]["reason"] == "QueuedBehindEarlierOperation" and (NS, "backup-newer") not in kube.jobs
     assert older["metadata"]["name"] in newer["status"]["message"]
+
+
+def test_the_sync_gate_waits_for_every_counted_kind_and_not_just_for_quiet() -> None:
+    kube, _ = world()
+    rt = Runtime(kube, reconciler(kube, []), build_cache(kube), Tuning(sync_quiet_seconds=0.0))  # type: ignore[arg-type]
+    rt._expected = {"Backup": 2, "Restore": 0, "BackupPolicy": 1}
+    rt.listed("BackupPolicy")
+    assert not rt.synced()  # quiet, but the (slow, big) Backup listing has not started yet
+    rt.listed("Backup")
+    assert rt.synced()  # started and quiet again
+    rt2 = Runtime(kube, reconciler(kube, []), build_cache(kube), Tuning(sync_quiet_seconds=60.0))  # type: ignore[arg-type]
+    rt2._expected = {"Backup": 1, "BackupPolicy": 1}
+    rt2.listed("Backup")
+    assert not rt2.synced()
+    rt2.listed("BackupPolicy")
+    assert rt2.synced()  # everything counted has arrived
