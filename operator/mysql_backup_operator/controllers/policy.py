@@ -23,22 +23,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .. import conditions as cond
-from .. import jobs, metrics, naming
+from .. import jobs, metrics
 from ..api import (
-    ANNOTATION_IMPORTED_FROM,
     BACKUPS,
     GROUP,
-    LABEL_IMPORTED,
     POLICIES,
     BackupPhase,
     Trigger,
 )
 from ..models import PolicySpec, SpecError, parse_policy
-from ..objectstore import Location, StorageError, Store
 from ..retention import BackupInfo, RetentionSpec, parse_retention, plan
 from ..schedule import Schedule, interval, parse_schedule, run_name, tick
 from .backup_restore import Reconciler, utcnow
 from .cache import BackupRow
+from .sync import SyncController
 
 LOG = logging.getLogger(__name__)
 COND_OVERDUE = "BackupOverdue"
@@ -81,6 +79,7 @@ def _seconds_until(t: dt.datetime | None, now: dt.datetime) -> float | None:
 class PolicyReconciler:
     def __init__(self, base: Reconciler) -> None:
         self.base = base
+        self.sync = SyncController(base)
         self.kube = base.kube
 
     def reconcile(self, obj: dict[str, Any]) -> float | None:
@@ -145,7 +144,7 @@ class PolicyReconciler:
             every = int(spec_storage.get("syncIntervalSeconds") or DEFAULT_SYNC_INTERVAL)
             last = _ts(status.get("lastSyncTime"))
             if last is None or (now - last).total_seconds() >= every:
-                patch.update(self._sync(obj, policy, now))
+                patch.update(self.sync.run(obj, policy, now))
                 last = now
             wake.append(_seconds_until(last + dt.timedelta(seconds=every), now))
         patch["conditions"] = conditions
@@ -317,84 +316,3 @@ class PolicyReconciler:
             "lastPruneTime": cond.iso(now),
             "prunedCount": int(status.get("prunedCount") or 0) + len(doomed),
         }
-
-    # ------------------------------------------------------------------ recovery from storage
-
-    def _sync(self, obj: Mapping[str, Any], policy: PolicySpec, now: dt.datetime) -> dict[str, Any]:
-        """Recovery from storage. Rare (every syncIntervalSeconds), so it reads the Backups live:
-        it needs their full status (locations, conditions), which the cache deliberately omits."""
-        m = obj["metadata"]
-        ns = m["namespace"]
-        probe = Location.for_policy(policy, "", "")
-        try:
-            store = self.base.store(ns, probe)
-        except StorageError as e:
-            self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
-            return {"lastSyncTime": cond.iso(now), "lastSyncError": str(e)}
-        imported = 0
-        try:
-            everything = self.kube.list_namespaced(BACKUPS, ns, "")
-            known = {(b.get("status") or {}).get("location") for b in everything}
-            backups = [b for b in everything if (b.get("spec") or {}).get("policyRef", {}).get("name") == m["name"]]
-            prefix = "/".join(p for p in (policy.s3.prefix, ns, policy.name) if p) + "/"
-            for key in store.manifests(prefix):
-                manifest = store.read_json(key)
-                if not manifest or not manifest.get("sha256") or not manifest.get("object"):
-                    continue
-                location = naming.s3_url(policy.s3.bucket, manifest["object"])
-                if location in known:
-                    continue
-                size = store.size(manifest["object"])
-                if size is None or size != manifest.get("storedBytes"):
-                    continue  # a manifest without its complete dump is not a backup
-                self._import(obj, policy=policy, manifest_key=key, manifest=manifest)
-                known.add(location)
-                imported += 1
-            self._check_missing(store, ns, backups)
-        except StorageError as e:
-            self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
-            return {"lastSyncTime": cond.iso(now), "lastSyncError": str(e)}
-        finally:
-            store.close()
-        if imported:
-            self.kube.event(
-                obj, warning=False, reason="Imported", message=f"imported {imported} backup(s) from storage"
-            )
-        return {"lastSyncTime": cond.iso(now), "lastSyncError": None}
-
-    def _import(
-        self, obj: Mapping[str, Any], *, policy: PolicySpec, manifest_key: str, manifest: Mapping[str, Any]
-    ) -> None:
-        ns = obj["metadata"]["namespace"]
-        location = naming.s3_url(policy.s3.bucket, manifest["object"])
-        info = manifest.get("backup") or {}
-        name = str(info.get("name") or manifest_key.rsplit("/", 2)[-2])
-        if self.kube.get_backup(ns, name) is not None:
-            name = naming.bounded(f"{name}-imported-{naming.database_key(location)[:8]}", 253)
-        trigger = str(info.get("trigger")) if info.get("trigger") in {t.value for t in Trigger} else "manual"
-        # Imported data is kept when the CR is deleted: this cluster did not create it.
-        body = jobs.render_backup(
-            name=name,
-            namespace=ns,
-            policy=policy,
-            trigger=trigger,
-            description=f"imported from {naming.s3_url(policy.s3.bucket, manifest_key)}",
-            labels={LABEL_IMPORTED: "true"},
-            annotations={ANNOTATION_IMPORTED_FROM: naming.s3_url(policy.s3.bucket, manifest_key)},
-            deletion_policy="Retain",
-        )
-        self.kube.create(BACKUPS, ns, body)
-        self.base.complete_import(ns, name, policy=policy, manifest_key=manifest_key, manifest=manifest)
-        LOG.info("imported Backup %s/%s from %s", ns, name, location)
-
-    def _check_missing(self, store: Store, ns: str, backups: Sequence[Mapping[str, Any]]) -> None:
-        for b in backups:
-            st = b.get("status") or {}
-            if st.get("phase") != BackupPhase.COMPLETED or not st.get("location"):
-                continue
-            bucket, key = naming.parse_s3_url(st["location"])
-            if bucket != store.bucket:
-                continue
-            mkey = naming.parse_s3_url(st["manifestLocation"])[1] if st.get("manifestLocation") else None
-            missing = not store.exists(key) or (mkey is not None and not store.exists(mkey))
-            self.base.set_data_missing(b, missing)
