@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STACK := $(BIN)/python hack/stack.py
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all deps venv binaries lint unit test e2e demo stack-up stack-down stack-env clean console
+.PHONY: all deps venv binaries lint unit test e2e demo stack-up stack-down stack-env clean console bench-scale
 
 all: test
 
@@ -45,6 +45,11 @@ test: deps venv binaries lint
 
 e2e: deps venv binaries
 	$(BIN)/pytest -q -rs tests/e2e
+
+## Scale benchmark (not part of `test`): P policies x B finished Backups; see docs/performance.md.
+## Change the scale with e.g. BENCH_ARGS="--policies 200 --backups-per-policy 10".
+bench-scale: deps venv binaries
+	$(BIN)/python hack/bench_scale.py $(BENCH_ARGS)
 
 stack-up: deps venv binaries
 	$(STACK) up

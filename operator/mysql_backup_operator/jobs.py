@@ -15,6 +15,7 @@ from typing import Any
 from . import naming
 from .api import (
     API_VERSION,
+    GROUP,
     LABEL_BACKUP,
     LABEL_DB_KEY,
     LABEL_MANAGED_BY,
@@ -300,6 +301,8 @@ def render_backup(
                 **(labels or {}),
             },
             "annotations": dict(annotations or {}),
+            # Created with the data finalizer, so a new Backup needs no extra PATCH to get it.
+            "finalizers": [f"{GROUP}/delete-data"],
         },
         "spec": spec,
     }

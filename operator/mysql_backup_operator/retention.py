@@ -7,7 +7,7 @@ newest `keepDaily` days, `keepWeekly` ISO weeks, `keepMonthly` months and `keepY
 - the newest successful backup and anything annotated `mysqlbackup.dev/keep: "true"` are kept;
 - running and pending backups are never touched;
 - with no count rule set, successful backups are removed only by `maxAge`.
-Callers additionally prune only right after a scheduled backup succeeded (see policy.py).
+Callers additionally prune only right after a scheduled backup succeeded (see controllers/policy.py).
 """
 
 from __future__ import annotations

@@ -94,10 +94,9 @@ class InstalledOperator:
         )
 
     def install(self) -> None:
-        extra_env = [
-            {"name": "MBO_RECONCILE_INTERVAL", "value": "1"},
-            {"name": "MBO_POLICY_INTERVAL", "value": "2"},
-        ]
+        # The operator is event-driven; only its safety net (re-checking unfinished objects) is
+        # shortened for the tests, from 30 s to 10 s.
+        extra_env = [{"name": "MBO_RESYNC_SECONDS", "value": "10"}]
         self.helm(
             "upgrade", "--install", RELEASE, str(REPO / "helm" / "mysql-backup-operator"),
             "--namespace", LOCK_NAMESPACE, "--wait", "--timeout", "180s",

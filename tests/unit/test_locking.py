@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 from mysql_backup_operator.api import Reason
-from mysql_backup_operator.locking import Operation, decide
+from mysql_backup_operator.k8s.locking import Operation, decide
 
 
 def op(n: int, kind: str = "Backup") -> Operation:

@@ -1,6 +1,9 @@
 """The BackupPolicy reconciler: schedules, retention, status roll-up and recovery from storage.
 
-One pass per timer tick, each step idempotent:
+One pass each time the work queue hands us the policy (its own watch events, any change of one of
+its Backups, or the wake-up it asked for: the next schedule time, the next sync, the moment the
+overdue threshold passes). It reads the policy and its Backups from the watch-fed cache, so a pass
+that changes nothing makes no API call. Each step is idempotent:
 1. schedule: create the due scheduled Backup under its deterministic name (at most one catch-up;
    skipped and recorded while an earlier run of the same policy is still queued or running);
 2. roll up counts, last success/failure and the BackupOverdue condition;
@@ -19,24 +22,21 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import conditions as cond
-from . import jobs, metrics, naming
-from .api import (
-    ANNOTATION_IMPORTED_FROM,
-    ANNOTATION_KEEP,
+from .. import conditions as cond
+from .. import jobs, metrics
+from ..api import (
     BACKUPS,
     GROUP,
-    LABEL_IMPORTED,
-    LABEL_POLICY,
     POLICIES,
     BackupPhase,
     Trigger,
 )
-from .models import PolicySpec, SpecError, parse_policy
-from .objectstore import Location, StorageError, Store
-from .reconcile import Reconciler, utcnow
-from .retention import BackupInfo, RetentionSpec, parse_retention, plan
-from .schedule import Schedule, interval, parse_schedule, run_name, tick
+from ..models import PolicySpec, SpecError, parse_policy
+from ..retention import BackupInfo, RetentionSpec, parse_retention, plan
+from ..schedule import Schedule, interval, parse_schedule, run_name, tick
+from .backup_restore import Reconciler, utcnow
+from .cache import BackupRow
+from .sync import SyncController
 
 LOG = logging.getLogger(__name__)
 COND_OVERDUE = "BackupOverdue"
@@ -68,24 +68,22 @@ def _ts(s: str | None) -> dt.datetime | None:
     return cond.parse_iso(s) if s else None
 
 
-def backup_info(b: Mapping[str, Any]) -> BackupInfo:
-    m, st = b["metadata"], b.get("status") or {}
-    return BackupInfo(
-        name=m["name"],
-        trigger=Trigger((b.get("spec") or {}).get("trigger", "manual")),
-        phase=BackupPhase(st.get("phase") or "Pending"),
-        created=cond.parse_iso(m["creationTimestamp"]),
-        completed=_ts(st.get("completedAt")),
-        pinned=(m.get("annotations") or {}).get(ANNOTATION_KEEP) == "true",
-    )
+def backup_info(b: BackupRow) -> BackupInfo:
+    return b.info()
+
+
+def _seconds_until(t: dt.datetime | None, now: dt.datetime) -> float | None:
+    return None if t is None else max(0.0, (t - now).total_seconds())
 
 
 class PolicyReconciler:
     def __init__(self, base: Reconciler) -> None:
         self.base = base
+        self.sync = SyncController(base)
         self.kube = base.kube
 
-    def reconcile(self, obj: dict[str, Any]) -> None:
+    def reconcile(self, obj: dict[str, Any]) -> float | None:
+        """One pass; returns the seconds after which the policy wants to be looked at again."""
         m = obj["metadata"]
         ns, name = m["namespace"], m["name"]
         gen = int(m.get("generation") or 1)
@@ -110,10 +108,10 @@ class PolicyReconciler:
             if status.get("reason") != "InvalidSpec" or status.get("message") != str(e):
                 self.kube.event(obj, warning=True, reason="InvalidSpec", message=str(e))
             self._patch(obj, {**patch, "reason": "InvalidSpec", "message": str(e), "conditions": conditions})
-            return
+            return None
         patch.update({"reason": None, "message": None})
-        backups = self.kube.list_namespaced(BACKUPS, ns, f"{LABEL_POLICY}={naming.bounded(name)}")
-        backups = [b for b in backups if (b.get("spec") or {}).get("policyRef", {}).get("name") == name]
+        backups = self.base.cache.backups_of_policy(ns, name)
+        wake: list[float | None] = []
 
         if sched.schedule is not None:
             conditions = cond.set_condition(
@@ -130,12 +128,14 @@ class PolicyReconciler:
                 patch=patch,
                 now=now,
             )
+            wake.append(_seconds_until(_ts(patch.get("nextScheduleTime")), now))
         else:
             patch["nextScheduleTime"] = None
 
         patch.update(self._rollup(backups))
         self._observe(ns, name, backups)
-        conditions = self._overdue(conditions, sched=sched, backups=backups, obj=obj, gen=gen, now=now)
+        conditions, overdue_at = self._overdue(conditions, sched=sched, backups=backups, obj=obj, gen=gen, now=now)
+        wake.append(_seconds_until(overdue_at, now))
         pruned = self._prune(obj, retention=retention, backups=backups, status=status, now=now)
         if pruned is not None:
             patch.update(pruned)
@@ -144,9 +144,14 @@ class PolicyReconciler:
             every = int(spec_storage.get("syncIntervalSeconds") or DEFAULT_SYNC_INTERVAL)
             last = _ts(status.get("lastSyncTime"))
             if last is None or (now - last).total_seconds() >= every:
-                patch.update(self._sync(obj, policy, backups, now))
+                patch.update(self.sync.run(obj, policy, now))
+                last = now
+            wake.append(_seconds_until(last + dt.timedelta(seconds=every), now))
         patch["conditions"] = conditions
         self._patch(obj, patch)
+        due = [w for w in wake if w is not None]
+        # A schedule due "now" was just handled: look again one second later, never in a hot loop.
+        return max(1.0, min(due)) if due else None
 
     # ------------------------------------------------------------------ helpers
 
@@ -164,7 +169,7 @@ class PolicyReconciler:
         policy: PolicySpec,
         sched: ScheduleSpec,
         schedule: Schedule,
-        backups: Sequence[Mapping[str, Any]],
+        backups: Sequence[BackupRow],
         status: Mapping[str, Any],
         patch: dict[str, Any],
         now: dt.datetime,
@@ -188,12 +193,7 @@ class PolicyReconciler:
             return
         if t.due is None:
             return
-        active = [
-            b["metadata"]["name"]
-            for b in backups
-            if (b.get("spec") or {}).get("trigger") == Trigger.SCHEDULED
-            and not BackupPhase((b.get("status") or {}).get("phase") or "Pending").terminal
-        ]
+        active = [b.name for b in backups if b.trigger == Trigger.SCHEDULED and not b.terminal]
         name = run_name(policy.name, t.due)
         patch["lastScheduleTime"] = cond.iso(t.due)
         if active and name not in active:
@@ -215,29 +215,25 @@ class PolicyReconciler:
             self.kube.event(obj, warning=False, reason="Scheduled", message=f"created Backup {name}")
 
     @staticmethod
-    def _observe(namespace: str, policy: str, backups: Sequence[Mapping[str, Any]]) -> None:
-        ok = sorted(
-            (b for b in backups if (b.get("status") or {}).get("phase") == BackupPhase.COMPLETED),
-            key=lambda b: backup_info(b).when,
-        )
-        last = ok[-1].get("status") or {} if ok else {}
+    def _observe(namespace: str, policy: str, backups: Sequence[BackupRow]) -> None:
+        ok = sorted((b for b in backups if b.phase == BackupPhase.COMPLETED), key=lambda b: backup_info(b).when)
+        last = ok[-1] if ok else None
         phases: dict[str, int] = {}
         for b in backups:
-            p = str((b.get("status") or {}).get("phase") or "Pending")
-            phases[p] = phases.get(p, 0) + 1
+            phases[b.phase] = phases.get(b.phase, 0) + 1
         metrics.observe_policy(
             namespace=namespace,
             policy=policy,
-            last_success=backup_info(ok[-1]).when.timestamp() if ok else None,
-            duration=last.get("durationSeconds"),
-            dump_bytes=last.get("sizeBytes"),
-            stored_bytes=last.get("storedBytes"),
-            total_stored=sum(int((b.get("status") or {}).get("storedBytes") or 0) for b in ok),
+            last_success=backup_info(last).when.timestamp() if last else None,
+            duration=last.duration if last else None,
+            dump_bytes=last.size_bytes if last else None,
+            stored_bytes=last.stored_bytes if last else None,
+            total_stored=sum(b.stored_bytes or 0 for b in ok),
             phases=phases,
         )
 
     @staticmethod
-    def _rollup(backups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def _rollup(backups: Sequence[BackupRow]) -> dict[str, Any]:
         infos = [(backup_info(b), b) for b in backups]
         ok = sorted((x for x in infos if x[0].phase == BackupPhase.COMPLETED), key=lambda x: (x[0].when, x[0].name))
         bad = sorted((x for x in infos if x[0].phase == BackupPhase.FAILED), key=lambda x: (x[0].when, x[0].name))
@@ -245,7 +241,7 @@ class PolicyReconciler:
             "backupCount": len(infos),
             "completedCount": len(ok),
             "failedCount": len(bad),
-            "storedBytes": sum(int((b.get("status") or {}).get("storedBytes") or 0) for _, b in ok),
+            "storedBytes": sum(b.stored_bytes or 0 for _, b in ok),
         }
         if ok:
             out["lastSuccessfulBackup"] = ok[-1][0].name
@@ -253,7 +249,7 @@ class PolicyReconciler:
         if bad:
             out["lastFailedBackup"] = bad[-1][0].name
             out["lastFailedTime"] = cond.iso(bad[-1][0].when)
-            out["lastFailureReason"] = (bad[-1][1].get("status") or {}).get("reason")
+            out["lastFailureReason"] = bad[-1][1].reason
         return out
 
     def _overdue(
@@ -261,19 +257,15 @@ class PolicyReconciler:
         conditions: list[dict[str, Any]],
         *,
         sched: ScheduleSpec,
-        backups: Sequence[Mapping[str, Any]],
+        backups: Sequence[BackupRow],
         obj: Mapping[str, Any],
         gen: int,
         now: dt.datetime,
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], dt.datetime | None]:
+        """The BackupOverdue condition, and when it would next turn True (a wake-up time)."""
         if sched.schedule is None or sched.suspend:
-            return [c for c in conditions if c.get("type") != COND_OVERDUE]
-        ok = [
-            backup_info(b)
-            for b in backups
-            if (b.get("spec") or {}).get("trigger") == Trigger.SCHEDULED
-            and (b.get("status") or {}).get("phase") == BackupPhase.COMPLETED
-        ]
+            return [c for c in conditions if c.get("type") != COND_OVERDUE], None
+        ok = [backup_info(b) for b in backups if b.trigger == Trigger.SCHEDULED and b.phase == BackupPhase.COMPLETED]
         last = max((x.when for x in ok), default=None)
         since = last or cond.parse_iso(obj["metadata"]["creationTimestamp"])
         limit = 2 * interval(sched.schedule, since)
@@ -282,7 +274,7 @@ class PolicyReconciler:
         was = next((c for c in conditions if c.get("type") == COND_OVERDUE), {}).get("status") == "True"
         if overdue and not was:
             self.kube.event(obj, warning=True, reason="BackupOverdue", message=f"{what}; expected within {limit}")
-        return cond.set_condition(
+        updated = cond.set_condition(
             conditions,
             type_=COND_OVERDUE,
             status=overdue,
@@ -291,18 +283,19 @@ class PolicyReconciler:
             generation=gen,
             now=now,
         )
+        return updated, None if overdue else since + limit + dt.timedelta(seconds=1)
 
     def _prune(
         self,
         obj: Mapping[str, Any],
         *,
         retention: RetentionSpec,
-        backups: Sequence[Mapping[str, Any]],
+        backups: Sequence[BackupRow],
         status: Mapping[str, Any],
         now: dt.datetime,
     ) -> dict[str, Any] | None:
         scheduled = sorted(
-            (backup_info(b) for b in backups if (b.get("spec") or {}).get("trigger") == Trigger.SCHEDULED),
+            (backup_info(b) for b in backups if b.trigger == Trigger.SCHEDULED),
             key=lambda x: (x.created, x.name),
         )
         finished = [x for x in scheduled if x.phase.terminal]
@@ -323,82 +316,3 @@ class PolicyReconciler:
             "lastPruneTime": cond.iso(now),
             "prunedCount": int(status.get("prunedCount") or 0) + len(doomed),
         }
-
-    # ------------------------------------------------------------------ recovery from storage
-
-    def _sync(
-        self, obj: Mapping[str, Any], policy: PolicySpec, backups: Sequence[Mapping[str, Any]], now: dt.datetime
-    ) -> dict[str, Any]:
-        m = obj["metadata"]
-        ns = m["namespace"]
-        probe = Location.for_policy(policy, "", "")
-        try:
-            store = self.base.store(ns, probe)
-        except StorageError as e:
-            self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
-            return {"lastSyncTime": cond.iso(now), "lastSyncError": str(e)}
-        imported = 0
-        try:
-            known = {(b.get("status") or {}).get("location") for b in self.kube.list_namespaced(BACKUPS, ns, "")}
-            prefix = "/".join(p for p in (policy.s3.prefix, ns, policy.name) if p) + "/"
-            for key in store.manifests(prefix):
-                manifest = store.read_json(key)
-                if not manifest or not manifest.get("sha256") or not manifest.get("object"):
-                    continue
-                location = naming.s3_url(policy.s3.bucket, manifest["object"])
-                if location in known:
-                    continue
-                size = store.size(manifest["object"])
-                if size is None or size != manifest.get("storedBytes"):
-                    continue  # a manifest without its complete dump is not a backup
-                self._import(obj, policy=policy, manifest_key=key, manifest=manifest)
-                known.add(location)
-                imported += 1
-            self._check_missing(store, ns, backups)
-        except StorageError as e:
-            self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
-            return {"lastSyncTime": cond.iso(now), "lastSyncError": str(e)}
-        finally:
-            store.close()
-        if imported:
-            self.kube.event(
-                obj, warning=False, reason="Imported", message=f"imported {imported} backup(s) from storage"
-            )
-        return {"lastSyncTime": cond.iso(now), "lastSyncError": None}
-
-    def _import(
-        self, obj: Mapping[str, Any], *, policy: PolicySpec, manifest_key: str, manifest: Mapping[str, Any]
-    ) -> None:
-        ns = obj["metadata"]["namespace"]
-        location = naming.s3_url(policy.s3.bucket, manifest["object"])
-        info = manifest.get("backup") or {}
-        name = str(info.get("name") or manifest_key.rsplit("/", 2)[-2])
-        if self.kube.get_backup(ns, name) is not None:
-            name = naming.bounded(f"{name}-imported-{naming.database_key(location)[:8]}", 253)
-        trigger = str(info.get("trigger")) if info.get("trigger") in {t.value for t in Trigger} else "manual"
-        # Imported data is kept when the CR is deleted: this cluster did not create it.
-        body = jobs.render_backup(
-            name=name,
-            namespace=ns,
-            policy=policy,
-            trigger=trigger,
-            description=f"imported from {naming.s3_url(policy.s3.bucket, manifest_key)}",
-            labels={LABEL_IMPORTED: "true"},
-            annotations={ANNOTATION_IMPORTED_FROM: naming.s3_url(policy.s3.bucket, manifest_key)},
-            deletion_policy="Retain",
-        )
-        self.kube.create(BACKUPS, ns, body)
-        self.base.complete_import(ns, name, policy=policy, manifest_key=manifest_key, manifest=manifest)
-        LOG.info("imported Backup %s/%s from %s", ns, name, location)
-
-    def _check_missing(self, store: Store, ns: str, backups: Sequence[Mapping[str, Any]]) -> None:
-        for b in backups:
-            st = b.get("status") or {}
-            if st.get("phase") != BackupPhase.COMPLETED or not st.get("location"):
-                continue
-            bucket, key = naming.parse_s3_url(st["location"])
-            if bucket != store.bucket:
-                continue
-            mkey = naming.parse_s3_url(st["manifestLocation"])[1] if st.get("manifestLocation") else None
-            missing = not store.exists(key) or (mkey is not None and not store.exists(mkey))
-            self.base.set_data_missing(b, missing)

@@ -1,7 +1,9 @@
 """The operator's only door to the Kubernetes API: typed wrappers around the client calls it makes.
 
 Errors are classified here, at the boundary: a 404 becomes None, a conflict on create becomes
-"already exists" (which callers treat as done), and transient failures become kopf.TemporaryError.
+"already exists" (which callers treat as done), and transient failures become TransientError,
+which the work queue turns into a retry after its delay. kopf is not imported here: the I/O layer
+does not depend on the framework that delivers the events.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
-import kopf
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from .api import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
+from ..api import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
 
 LOG = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -27,8 +28,16 @@ R = TypeVar("R")
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+class TransientError(Exception):
+    """The API could not answer now; retry the whole reconcile step after `delay` seconds."""
+
+    def __init__(self, message: str, *, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
 def transient(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turns apiserver hiccups into kopf.TemporaryError so the handler retries with a delay."""
+    """Turns apiserver hiccups into TransientError so the caller retries with a delay."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -36,10 +45,10 @@ def transient(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except ApiException as e:
             if e.status in TRANSIENT_STATUSES or e.status is None or e.status == 0:
-                raise kopf.TemporaryError(f"Kubernetes API unavailable ({e.status} {e.reason})", delay=5) from None
+                raise TransientError(f"Kubernetes API unavailable ({e.status} {e.reason})", delay=5) from None
             raise
         except (ConnectionError, TimeoutError, OSError) as e:
-            raise kopf.TemporaryError(f"Kubernetes API unreachable: {type(e).__name__}", delay=5) from None
+            raise TransientError(f"Kubernetes API unreachable: {type(e).__name__}", delay=5) from None
 
     return wrapper
 
@@ -85,6 +94,13 @@ class Kube:
     def list_all(self, plural: str, label_selector: str) -> list[dict[str, Any]]:
         res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, label_selector=label_selector)
         return list(res.get("items") or [])
+
+    @transient
+    def count(self, plural: str) -> int:
+        """How many objects of a kind exist, from a LIST of one (remainingItemCount), not a full LIST."""
+        res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, limit=1)
+        meta = res.get("metadata") or {}
+        return len(res.get("items") or []) + int(meta.get("remainingItemCount") or 0)
 
     @transient
     def list_namespaced(self, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
@@ -135,6 +151,32 @@ class Kube:
         self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, name, {"metadata": {"labels": dict(labels)}}
         )
+
+    @transient
+    def patch_metadata(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        *,
+        resource_version: str | None,
+        labels: Mapping[str, str] | None = None,
+        finalizers: list[str] | None = None,
+    ) -> None:
+        """One merge patch for labels and the whole finalizer list, guarded by resourceVersion so a
+        concurrent writer's finalizer is never dropped (a 409 makes the caller retry on fresh data)."""
+        meta: dict[str, Any] = {}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        if labels:
+            meta["labels"] = dict(labels)
+        if finalizers is not None:
+            meta["finalizers"] = finalizers
+        try:
+            self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, {"metadata": meta})
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     # ---------------------------------------------------------------- jobs and pods
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from . import naming
-from .api import Reason
+from .. import naming
+from ..api import Reason
 
 
 @dataclass(frozen=True, order=True)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import conditions as cond
-from . import jobs, metrics, naming
-from .api import (
+from .. import conditions as cond
+from .. import jobs, metrics, naming
+from ..api import (
     ANNOTATION_IMPORTED_FROM,
     API_VERSION,
     BACKUPS,
@@ -35,12 +35,16 @@ from .api import (
     RestorePhase,
     Trigger,
 )
-from .kube import Kube
-from .locking import LeaseLock, Operation, acquire
-from .models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
-from .objectstore import Location, StorageError, Store, result_from_manifest
+from ..k8s.kube import Kube
+from ..k8s.locking import LeaseLock, Operation, acquire
+from ..models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
+from ..objectstore import Location, StorageError, Store, result_from_manifest
+from .cache import Cache, op_row
 
 LOG = logging.getLogger(__name__)
+# Held by every Backup until its objects are deleted (or kept, with deletionPolicy Retain). The
+# operator manages it itself (no kopf on.delete handler), see docs/design-event-driven-core.md.
+BACKUP_FINALIZER = "mysqlbackup.dev/delete-data"
 AGENT_REASONS = {r.value for r in Reason}
 
 
@@ -78,11 +82,37 @@ def _phase(obj: Mapping[str, Any]) -> str:
     return str((obj.get("status") or {}).get("phase") or "Pending")
 
 
+Wake = Callable[[tuple[str, str, str]], None]
+
+
+def _no_wake(_: tuple[str, str, str]) -> None:
+    return None
+
+
 class Reconciler:
-    def __init__(self, kube: Kube, settings: Settings) -> None:
+    """The Backup and Restore state machines.
+
+    `cache` is the watch-fed view (policies, the queue in front of each database lock); `wake`
+    puts an object key (kind, namespace, name) on the work queue, used to hand a freed lock to the
+    next operation at once instead of waiting for a safety-net pass.
+    """
+
+    def __init__(self, kube: Kube, settings: Settings, *, cache: Cache | None = None, wake: Wake = _no_wake) -> None:
         self.kube = kube
         self.settings = settings
         self.lock = LeaseLock(kube.coordination, settings.lock_namespace)
+        self.cache = cache or Cache()
+        self.wake = wake
+
+    def release(self, db_key: str, obj: Mapping[str, Any]) -> None:
+        """Releases our lock and wakes whoever waits for the database (first in line takes it)."""
+        self.lock.release(db_key, _op(obj))
+        self.wake_waiting(db_key)
+
+    def wake_waiting(self, db_key: str) -> None:
+        for row in sorted(self.cache.ops_for_database(db_key), key=lambda r: r.op):
+            if row.waiting:
+                self.wake((row.op.kind, row.op.namespace, row.op.name))
 
     # ================================================================ shared pieces
 
@@ -126,10 +156,11 @@ class Reconciler:
             message,
         )
         if release:
-            self.lock.release(release, _op(obj))
+            self.release(release, obj)
 
     def _policy(self, namespace: str, name: str) -> tuple[dict[str, Any] | None, PolicySpec | None]:
-        raw = self.kube.get_policy(namespace, name)
+        # The watch-fed cache first; a policy created a moment ago may not be there yet.
+        raw = self.cache.policy(namespace, name) or self.kube.get_policy(namespace, name)
         if raw is None:
             return None, None
         return raw, parse_policy(
@@ -172,15 +203,17 @@ class Reconciler:
         return not terminal
 
     def _waiting(self, db_key: str) -> list[Operation]:
+        """The queue in front of a database lock, from the watch-fed cache (no LIST per attempt).
+        Until the cache has the initial listing (the first seconds after a start) it is read live,
+        so an older waiter the cache does not know yet is never overtaken."""
+        if self.cache.synced.is_set():
+            return [row.op for row in self.cache.ops_for_database(db_key) if row.waiting]
         ops = []
-        for plural in (BACKUPS, RESTORES):
+        for plural, kind in ((BACKUPS, "Backup"), (RESTORES, "Restore")):
             for obj in self.kube.list_all(plural, f"{LABEL_DB_KEY}={db_key}"):
-                if _phase(obj) != "Pending":
-                    continue
-                if (obj.get("spec") or {}).get("trigger") == Trigger.PRE_RESTORE:
-                    continue
-                obj.setdefault("kind", "Backup" if plural == BACKUPS else "Restore")
-                ops.append(_op(obj))
+                row = op_row(kind, obj)
+                if row.waiting:
+                    ops.append(row.op)
         return ops
 
     def _take_lock(self, plural: str, obj: dict[str, Any], db_key: str, identity: str) -> bool:
@@ -213,13 +246,27 @@ class Reconciler:
                 self.kube.event(obj, warning=False, reason="Queued", message=patch["message"])
         return False
 
-    def _ensure_labels(self, plural: str, obj: dict[str, Any], labels: Mapping[str, str]) -> None:
-        current = obj["metadata"].get("labels") or {}
-        if all(current.get(k) == v for k, v in labels.items()):
-            return
+    def _ensure_labels(
+        self, plural: str, obj: dict[str, Any], labels: Mapping[str, str], *, finalizer: str | None = None
+    ) -> None:
+        """Labels (and, for Backups, the data finalizer) in one patch, only when something is missing."""
         m = obj["metadata"]
-        self.kube.patch_labels(plural, m["namespace"], m["name"], labels)
+        current = m.get("labels") or {}
+        finalizers = list(m.get("finalizers") or [])
+        need_finalizer = finalizer is not None and finalizer not in finalizers and not m.get("deletionTimestamp")
+        if all(current.get(k) == v for k, v in labels.items()) and not need_finalizer:
+            return
+        self.kube.patch_metadata(
+            plural,
+            m["namespace"],
+            m["name"],
+            resource_version=m.get("resourceVersion") if need_finalizer else None,
+            labels=labels,
+            finalizers=[*finalizers, finalizer] if need_finalizer and finalizer else None,
+        )
         m.setdefault("labels", {}).update(labels)
+        if need_finalizer and finalizer:
+            m["finalizers"] = [*finalizers, finalizer]
 
     # ================================================================ Backup
 
@@ -258,6 +305,7 @@ class Reconciler:
                 LABEL_TRIGGER: str(spec.trigger),
                 LABEL_MANAGED_BY: MANAGED_BY,
             },
+            finalizer=BACKUP_FINALIZER,
         )
         if (m.get("annotations") or {}).get(ANNOTATION_IMPORTED_FROM):
             return  # created by recovery from storage; its status is written by the importer
@@ -308,7 +356,7 @@ class Reconciler:
                 self._set(BACKUPS, obj, done)
                 self.kube.event(obj, warning=False, reason="Completed", message=done["message"])
                 if own_lock:
-                    self.lock.release(own_lock, _op(obj))
+                    self.release(own_lock, obj)
                 return
             return self._fail(
                 BACKUPS,
@@ -332,7 +380,7 @@ class Reconciler:
                 message=f"backup stored at {result.get('location')} ({size} bytes)",
             )
             if own_lock:
-                self.lock.release(own_lock, _op(obj))
+                self.release(own_lock, obj)
             return
         reason, message = self._failure_from(result, job_reason, secret_values, what="backup")
         self._fail(BACKUPS, obj, reason, message, release=own_lock)
@@ -537,7 +585,7 @@ class Reconciler:
             self._set(RESTORES, obj, cond.restore_completed(obj["status"], generation=gen, now=utcnow()))
             metrics.restore_finished(namespace=ns, result="completed")
             self.kube.event(obj, warning=False, reason="Completed", message=f"restored {', '.join(databases)}")
-            self.lock.release(db_key, _op(obj))
+            self.release(db_key, obj)
             return
         _, secret_values = self._missing_secrets(ns, policy)
         reason, message = self._failure_from(result, job_reason, secret_values, what="restore")
@@ -601,51 +649,3 @@ class Reconciler:
             store.close()
         LOG.info("Backup %s/%s: deleted s3://%s/%s", ns, name, loc.bucket, loc.dump_key)
         return f"deleted s3://{loc.bucket}/{loc.dump_key} and its manifest"
-
-    def complete_import(
-        self, namespace: str, name: str, *, policy: PolicySpec, manifest_key: str, manifest: Mapping[str, Any]
-    ) -> None:
-        obj = self.kube.get_backup(namespace, name)
-        if obj is None or (obj.get("status") or {}).get("phase"):
-            return
-        result = result_from_manifest(policy.s3.bucket, manifest_key, manifest)
-        now = utcnow()
-        status = cond.backup_completed({"startedAt": manifest.get("startedAt")}, result=result, generation=1, now=now)
-        status["completedAt"] = manifest.get("completedAt") or status["completedAt"]
-        status["durationSeconds"] = manifest.get("durationSeconds")
-        status["message"] = f"imported from storage: {result['location']}"
-        status["storage"] = Location.for_policy(policy, manifest["object"], manifest_key).to_status()
-        status["startedAt"] = manifest.get("startedAt")
-        status["conditions"] = cond.set_condition(
-            status["conditions"],
-            type_="Imported",
-            status=True,
-            reason="RecoveredFromStorage",
-            message=f"imported from {naming.s3_url(policy.s3.bucket, manifest_key)}",
-            generation=1,
-            now=now,
-        )
-        self.kube.patch_status(BACKUPS, namespace, name, status)
-
-    def set_data_missing(self, backup: Mapping[str, Any], missing: bool) -> None:
-        st = backup.get("status") or {}
-        current = next((c for c in st.get("conditions") or [] if c.get("type") == COND_DATA_MISSING), None)
-        if current is None and not missing:
-            return
-        if current is not None and (current.get("status") == "True") == missing:
-            return
-        m = backup["metadata"]
-        message = f"objects missing from {st.get('location')}" if missing else "objects present"
-        conditions = cond.set_condition(
-            st.get("conditions") or [],
-            type_=COND_DATA_MISSING,
-            status=missing,
-            reason="ObjectsMissing" if missing else "ObjectsPresent",
-            message=message,
-            generation=int(m.get("generation") or 1),
-            now=utcnow(),
-        )
-        self.kube.patch_status(BACKUPS, m["namespace"], m["name"], {"conditions": conditions})
-        if missing:
-            backup_obj = {"apiVersion": API_VERSION, "kind": "Backup", **dict(backup)}
-            self.kube.event(backup_obj, warning=True, reason="DataMissing", message=message)

@@ -1,0 +1,234 @@
+"""The operator's in-memory view of the cluster: small rows derived from watched objects.
+
+The watch-event handlers keep these up to date (the watch is the only reader of the API for
+them); controllers read them instead of LISTing. Rows are deliberately small frozen
+dataclasses, never whole bodies: at 10,000 Backups a body with managedFields is ~4 KiB, a row a
+few hundred bytes. The Lease locks are *not* cached: the lock is always read live, only the
+queue in front of it comes from here.
+
+Everything in this module is pure (bodies in, rows out) except `Cache`, the thread-safe store.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import conditions as cond
+from ..api import ANNOTATION_KEEP, LABEL_DB_KEY, BackupPhase, RestorePhase, Trigger
+from ..k8s.locking import Operation
+from ..retention import BackupInfo
+
+ANNOTATION_RESTORE = "mysqlbackup.dev/restore"
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupRow:
+    """What the policy controller (roll-up, schedule, retention) needs to know about one Backup."""
+
+    name: str
+    namespace: str
+    uid: str
+    created: str
+    policy: str
+    trigger: str
+    phase: str
+    completed_at: str | None = None
+    pinned: bool = False
+    stored_bytes: int | None = None
+    size_bytes: int | None = None
+    duration: float | None = None
+    reason: str | None = None
+    restore: str | None = None  # the Restore a pre-restore Backup belongs to
+
+    @property
+    def terminal(self) -> bool:
+        return BackupPhase(self.phase).terminal
+
+    def info(self) -> BackupInfo:
+        return BackupInfo(
+            name=self.name,
+            trigger=Trigger(self.trigger),
+            phase=BackupPhase(self.phase),
+            created=cond.parse_iso(self.created),
+            completed=cond.parse_iso(self.completed_at) if self.completed_at else None,
+            pinned=self.pinned,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OpRow:
+    """A Backup or Restore holding or waiting for a database lock."""
+
+    op: Operation
+    phase: str
+    trigger: str = ""
+
+    @property
+    def waiting(self) -> bool:
+        """Waiting in the queue: Pending, and not a pre-restore Backup (those run under their Restore's lock)."""
+        return self.phase == "Pending" and self.trigger != Trigger.PRE_RESTORE
+
+
+def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    return body.get("metadata") or {}
+
+
+def backup_row(body: Mapping[str, Any]) -> BackupRow:
+    m, spec, st = _meta(body), body.get("spec") or {}, body.get("status") or {}
+    duration = st.get("durationSeconds")
+    return BackupRow(
+        name=m.get("name", ""),
+        namespace=m.get("namespace", ""),
+        uid=m.get("uid", ""),
+        created=m.get("creationTimestamp") or "",
+        policy=str((spec.get("policyRef") or {}).get("name", "")),
+        trigger=str(spec.get("trigger") or Trigger.MANUAL),
+        phase=str(st.get("phase") or "Pending"),
+        completed_at=st.get("completedAt"),
+        pinned=(m.get("annotations") or {}).get(ANNOTATION_KEEP) == "true",
+        stored_bytes=_int(st.get("storedBytes")),
+        size_bytes=_int(st.get("sizeBytes")),
+        duration=float(duration) if isinstance(duration, int | float) else None,
+        reason=st.get("reason"),
+        restore=(m.get("annotations") or {}).get(ANNOTATION_RESTORE),
+    )
+
+
+def op_row(kind: str, body: Mapping[str, Any]) -> OpRow:
+    m = _meta(body)
+    return OpRow(
+        op=Operation(
+            created=m.get("creationTimestamp") or "",
+            kind=kind,
+            namespace=m.get("namespace", ""),
+            name=m.get("name", ""),
+            uid=m.get("uid", ""),
+        ),
+        phase=str((body.get("status") or {}).get("phase") or "Pending"),
+        trigger=str((body.get("spec") or {}).get("trigger") or ""),
+    )
+
+
+def db_key_of(body: Mapping[str, Any]) -> str | None:
+    return (_meta(body).get("labels") or {}).get(LABEL_DB_KEY)
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A private deep copy of a body without managedFields: what a controller reads and may change
+    in place (kopf's own view of the object is never mutated)."""
+    m = {k: copy.deepcopy(v) for k, v in _meta(body).items() if k != "managedFields"}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": m,
+        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+        "status": copy.deepcopy(dict(body.get("status") or {})),
+    }
+
+
+def backup_terminal(body: Mapping[str, Any]) -> bool:
+    return BackupPhase(str((body.get("status") or {}).get("phase") or "Pending")).terminal
+
+
+def restore_terminal(body: Mapping[str, Any]) -> bool:
+    return RestorePhase(str((body.get("status") or {}).get("phase") or "Pending")).terminal
+
+
+class Cache:
+    """The rows, kept current by the watch-event handlers and read by the worker threads.
+
+    Why not `@kopf.index`: kopf holds every object's handlers until *all* objects are indexed, and
+    it does so with one toggle per object in a shared condition that wakes every waiter on every
+    change: quadratic in the number of objects. At 10,000 Backups a start-up never finished
+    within minutes (measured; see docs/design-event-driven-core.md). The same rows fed from
+    `on.event` handlers cost O(1) per event.
+
+    `synced` is set once the initial listing has been delivered (the work queue waits for it, so a
+    first roll-up never counts half the Backups and a lock queue never misses an older waiter).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._backups: dict[tuple[str, str], dict[str, BackupRow]] = {}  # (ns, policy) -> name -> row
+        self._ops: dict[str, dict[ObjectKey, OpRow]] = {}  # db key -> object -> row
+        self._policies: dict[tuple[str, str], dict[str, Any]] = {}
+        self._where: dict[ObjectKey, tuple[tuple[str, str] | None, str | None]] = {}  # object -> its keys
+        self.synced = threading.Event()
+
+    # ------------------------------------------------------------------ writers (the event loop)
+
+    def put(self, kind: str, body: Mapping[str, Any]) -> None:
+        m = _meta(body)
+        key: ObjectKey = (kind, str(m.get("namespace") or ""), str(m.get("name") or ""))
+        with self._lock:
+            self._drop(key)
+            if kind == "BackupPolicy":
+                self._policies[(key[1], key[2])] = slim(body)
+                return
+            group = None
+            if kind == "Backup":
+                row = backup_row(body)
+                group = (row.namespace, row.policy)
+                self._backups.setdefault(group, {})[row.name] = row
+            db = db_key_of(body)
+            if db:
+                self._ops.setdefault(db, {})[key] = op_row(kind, body)
+            self._where[key] = (group, db)
+
+    def remove(self, kind: str, body: Mapping[str, Any]) -> None:
+        m = _meta(body)
+        with self._lock:
+            key: ObjectKey = (kind, str(m.get("namespace") or ""), str(m.get("name") or ""))
+            if kind == "BackupPolicy":
+                self._policies.pop((key[1], key[2]), None)
+            self._drop(key)
+
+    def _drop(self, key: ObjectKey) -> None:
+        group, db = self._where.pop(key, (None, None))
+        if group is not None:
+            rows = self._backups.get(group, {})
+            rows.pop(key[2], None)
+            if not rows:
+                self._backups.pop(group, None)
+        if db is not None:
+            ops = self._ops.get(db, {})
+            ops.pop(key, None)
+            if not ops:
+                self._ops.pop(db, None)
+
+    # ------------------------------------------------------------------ readers (the workers)
+
+    def backups_of_policy(self, namespace: str, policy: str) -> list[BackupRow]:
+        with self._lock:
+            return list(self._backups.get((namespace, policy), {}).values())
+
+    def ops_for_database(self, db_key: str) -> list[OpRow]:
+        with self._lock:
+            return list(self._ops.get(db_key, {}).values())
+
+    def policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            body = self._policies.get((namespace, name))
+        return copy.deepcopy(body) if body is not None else None
+
+    def sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "backups": sum(len(v) for v in self._backups.values()),
+                "operations": sum(len(v) for v in self._ops.values()),
+                "policies": len(self._policies),
+            }
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,323 @@
+"""The event-driven core: watch events in, keys on a work queue, one reconcile step per key.
+
+kopf delivers watch events (handlers.py); this module decides which object keys they make worth
+a look, keeps the newest body seen for each queued key (so a step needs no GET), and runs the
+Backup, Restore and BackupPolicy state machines from worker threads. Nothing here polls:
+
+- a Backup or Restore is reconciled when it (or its Job, or its pre-restore Backup) changes, when
+  a lock it waits for is released, and otherwise only by a slow safety net while it is not
+  finished (`resync_seconds`); a finished one costs nothing;
+- a policy is reconciled when it or one of its Backups changes, and then sleeps until the time
+  it asked for (the next schedule time, the next sync, the overdue threshold), capped by
+  `policy_resync_seconds`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from ..api import BACKUPS, POLICIES, RESTORES, BackupPhase, RestorePhase
+from ..k8s.kube import Kube, TransientError
+from ..objectstore import StorageError
+from .backup_restore import BACKUP_FINALIZER, Reconciler, scrub
+from .cache import Cache, ObjectKey, backup_row, backup_terminal, db_key_of, restore_terminal, slim
+from .policy import PolicyReconciler
+from .workqueue import WorkQueue
+
+LOG = logging.getLogger("mysql_backup_operator")
+BACKUP, RESTORE, POLICY = "Backup", "Restore", "BackupPolicy"
+PLURAL = {BACKUP: BACKUPS, RESTORE: RESTORES, POLICY: POLICIES}
+# The finalizer kopf put on policies and Restores when timers drove them. kopf no longer manages
+# any finalizer here, so the controllers take it off (one PATCH per object, once, after an upgrade).
+LEGACY_FINALIZER = BACKUP_FINALIZER
+
+
+@dataclass(frozen=True)
+class Tuning:
+    workers: int = 4
+    resync_seconds: float = 30.0
+    policy_resync_seconds: float = 600.0
+    # Many Backup events for one policy (start-up, a burst) become one roll-up pass.
+    policy_coalesce_seconds: float = 1.0
+    # The start-up gate: workers start when the initial listing has delivered as many objects as
+    # were counted, or nothing new arrived for this long, or at the latest after sync_max_seconds.
+    sync_quiet_seconds: float = 5.0
+    sync_max_seconds: float = 120.0
+    trim_seconds: float = 60.0
+
+
+def release_free_memory() -> None:
+    """gc, then glibc's malloc_trim(0): returns freed heap to the OS (RSS), a no-op elsewhere."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _key(kind: str, body: Mapping[str, Any]) -> ObjectKey:
+    m = body.get("metadata") or {}
+    return (kind, str(m.get("namespace") or ""), str(m.get("name") or ""))
+
+
+def _error_delay(e: ApiException) -> tuple[float, str]:
+    """How soon to retry after an API error that escaped a step, and a one-line reason."""
+    if e.status == 403 and "NamespaceTerminating" in str(e.body):
+        return 30.0, "namespace is being deleted"
+    if e.status == 403:
+        return 30.0, f"forbidden by RBAC: {e.reason}; check the operator's ClusterRole"
+    if e.status in (409, 422):
+        return 1.0, "conflicting update; retrying"
+    return 10.0, f"Kubernetes API error {e.status} {e.reason}"
+
+
+class Runtime:
+    def __init__(self, kube: Kube, reconciler: Reconciler, cache: Cache, tuning: Tuning) -> None:
+        self.kube = kube
+        self.cache = cache
+        self.tuning = tuning
+        self.backups = reconciler
+        self.policies = PolicyReconciler(reconciler)
+        self.queue: WorkQueue[ObjectKey] = WorkQueue(self.process, workers=tuning.workers)
+        reconciler.wake = self.queue.add
+        self._bodies: dict[ObjectKey, dict[str, Any]] = {}
+        self._active_restores: dict[ObjectKey, str] = {}  # non-terminal Restore -> its backupRef name
+        self._retries: dict[ObjectKey, int] = {}
+        self._lock = threading.Lock()
+        self._listed: dict[str, int] = {}
+        self._expected: dict[str, int] = {}
+        self._last_listed = 0.0
+        self._started_at = time.monotonic()
+
+    def start(self) -> None:
+        """Starts the workers at once, and a thread that marks the cache synced after the initial
+        listing. Until then Backups and Restores are reconciled (a new Backup must not wait for
+        10,000 old ones to be listed) with their lock queue read live, and policies wait."""
+        self._expected = self._counts()
+        self._started_at = time.monotonic()
+        self.queue.start()
+        threading.Thread(target=self._mark_synced, name="sync-gate", daemon=True).start()
+
+    def _counts(self) -> dict[str, int]:
+        """How many objects of each kind the initial listing will deliver (LIST limit=1: 3 small requests)."""
+        counts: dict[str, int] = {}
+        for kind, plural in PLURAL.items():
+            try:
+                counts[kind] = self.kube.count(plural)
+            except Exception as e:  # the gate then relies on the quiet period alone
+                LOG.warning("could not count %s: %s", plural, type(e).__name__)
+        return counts
+
+    def listed(self, kind: str) -> None:
+        """Called for each object of the initial listing (watch events of type None)."""
+        with self._lock:
+            self._listed[kind] = self._listed.get(kind, 0) + 1
+            self._last_listed = time.monotonic()
+
+    def synced(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            complete = bool(self._expected) and all(self._listed.get(k, 0) >= n for k, n in self._expected.items())
+            # Quiet only counts once every kind expected to have objects has delivered some: a big
+            # LIST can take longer than the quiet period to start arriving.
+            started = all(self._listed.get(k, 0) > 0 for k, n in self._expected.items() if n > 0)
+            quiet = started and now - max(self._last_listed, self._started_at) >= self.tuning.sync_quiet_seconds
+        return complete or quiet or now - self._started_at >= self.tuning.sync_max_seconds
+
+    def _mark_synced(self) -> None:
+        while not self.synced():
+            time.sleep(0.05)
+        self.cache.synced.set()
+        LOG.info(
+            "cache synced in %.1fs (%s); %d keys queued",
+            time.monotonic() - self._started_at,
+            ", ".join(f"{k} {v}" for k, v in self.cache.sizes().items()),
+            len(self.queue),
+        )
+        # The initial listing (and each re-listing after a watch timeout) allocates and frees tens
+        # of MiB of JSON; glibc keeps freed heap pages unless asked to give them back.
+        while True:
+            release_free_memory()
+            time.sleep(self.tuning.trim_seconds)
+
+    # ------------------------------------------------------------------ events (from kopf)
+
+    def _enqueue(self, key: ObjectKey, body: Mapping[str, Any] | None, delay: float = 0.0) -> None:
+        """Queues a key with the newest body seen (a private copy), so the step needs no GET."""
+        if body is not None:
+            copied = slim(body)
+            with self._lock:
+                self._bodies[key] = copied
+        self.queue.add(key, delay)
+
+    def backup_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = _key(BACKUP, body)
+        row = backup_row(body)
+        m = body.get("metadata") or {}
+        if event_type == "DELETED":
+            with self._lock:
+                self._bodies.pop(key, None)
+            if db := db_key_of(body):
+                self.backups.wake_waiting(db)  # the lock holder may be gone
+        elif m.get("deletionTimestamp"):
+            if BACKUP_FINALIZER in (m.get("finalizers") or []):
+                self._enqueue(key, body)
+        elif not backup_terminal(body):
+            self._enqueue(key, body)
+        # Whoever depends on this Backup: its policy (roll-up, retention), a Restore waiting for it.
+        if row.policy:
+            self.queue.add((POLICY, row.namespace, row.policy), self.tuning.policy_coalesce_seconds)
+        with self._lock:
+            waiting = [
+                k
+                for k, ref in self._active_restores.items()
+                if k[1] == row.namespace and (ref == row.name or k[2] == row.restore)
+            ]
+        for k in waiting:
+            self.queue.add(k)
+
+    def restore_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = _key(RESTORE, body)
+        m = body.get("metadata") or {}
+        if event_type == "DELETED" or restore_terminal(body):
+            with self._lock:
+                self._active_restores.pop(key, None)
+                self._bodies.pop(key, None)
+            if event_type == "DELETED":
+                if db := db_key_of(body):
+                    self.backups.wake_waiting(db)
+                return
+            if LEGACY_FINALIZER in (m.get("finalizers") or []):
+                self._enqueue(key, body)
+            return
+        with self._lock:
+            self._active_restores[key] = str(((body.get("spec") or {}).get("backupRef") or {}).get("name", ""))
+        self._enqueue(key, body)
+
+    def policy_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = _key(POLICY, body)
+        if event_type == "DELETED":
+            return
+        self.queue.add(key)
+        # Backups that waited for this policy to appear (GitOps may apply it last).
+        for row in self.cache.backups_of_policy(key[1], key[2]):
+            if row.phase == BackupPhase.PENDING:
+                self.queue.add((BACKUP, row.namespace, row.name))
+
+    def job_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A finished (or deleted) Job moves its Backup or Restore at once."""
+        finished = any(
+            c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+            for c in (body.get("status") or {}).get("conditions") or []
+        )
+        if not finished and event_type != "DELETED":
+            return
+        m = body.get("metadata") or {}
+        for ref in m.get("ownerReferences") or []:
+            if ref.get("kind") in (BACKUP, RESTORE) and ref.get("controller"):
+                self.queue.add((ref["kind"], str(m.get("namespace") or ""), ref["name"]))
+
+    # ------------------------------------------------------------------ the worker side
+
+    def _body(self, key: ObjectKey) -> dict[str, Any] | None:
+        with self._lock:
+            body = self._bodies.pop(key, None)
+        if body is not None:
+            return body
+        kind, ns, name = key
+        if kind == POLICY:
+            return self.cache.policy(ns, name) or self.kube.get(POLICIES, ns, name)
+        return self.kube.get(PLURAL[kind], ns, name)
+
+    def process(self, key: ObjectKey) -> float | None:
+        try:
+            delay = self._step(key)
+        except TransientError as e:
+            LOG.warning("%s %s/%s: %s; retrying in %ss", *key, e, e.delay)
+            return e.delay
+        except ApiException as e:
+            delay, why = _error_delay(e)
+            LOG.warning("%s %s/%s: %s; retrying in %ss", *key, why, delay)
+            return delay
+        return delay
+
+    def _step(self, key: ObjectKey) -> float | None:
+        body = self._body(key)
+        if body is None:
+            return None
+        body.setdefault("kind", key[0])
+        kind = key[0]
+        if kind == POLICY:
+            if not self.cache.synced.is_set():
+                return 1.0  # a roll-up from half the Backups would write wrong counts
+            self._drop_legacy_finalizer(POLICIES, body)
+            if body["metadata"].get("deletionTimestamp"):
+                return None
+            wake = self.policies.reconcile(body)
+            return (
+                min(wake, self.tuning.policy_resync_seconds) if wake is not None else self.tuning.policy_resync_seconds
+            )
+        if kind == BACKUP:
+            if body["metadata"].get("deletionTimestamp"):
+                return self._finalize_backup(key, body)
+            if backup_terminal(body):
+                return None
+            self.backups.backup(body)
+            return None if backup_terminal(body) else self.tuning.resync_seconds
+        self._drop_legacy_finalizer(RESTORES, body)
+        if restore_terminal(body) or body["metadata"].get("deletionTimestamp"):
+            return None
+        self.backups.restore(body)
+        return None if restore_terminal(body) else self.tuning.resync_seconds
+
+    def _drop_legacy_finalizer(self, plural: str, body: dict[str, Any]) -> None:
+        m = body["metadata"]
+        finalizers = list(m.get("finalizers") or [])
+        if LEGACY_FINALIZER not in finalizers:
+            return
+        rest = [f for f in finalizers if f != LEGACY_FINALIZER]
+        self.kube.patch_metadata(
+            plural, m["namespace"], m["name"], resource_version=m.get("resourceVersion"), finalizers=rest
+        )
+        m["finalizers"] = rest
+
+    def _finalize_backup(self, key: ObjectKey, body: dict[str, Any]) -> float | None:
+        """Holds the finalizer until the Backup's objects are gone (deletionPolicy Delete)."""
+        m = body["metadata"]
+        if BACKUP_FINALIZER not in (m.get("finalizers") or []):
+            return None
+        ns = m["namespace"]
+        try:
+            done = self.backups.delete_backup_data(body)
+        except StorageError as e:
+            if e.no_credentials and self.kube.namespace_terminating(ns):
+                # The namespace controller deletes Secrets and Backups together; holding the finalizer
+                # would wedge the namespace forever. The objects stay in the bucket (sync can re-import).
+                LOG.warning("Backup %s/%s: namespace is being deleted and %s; leaving its objects", ns, m["name"], e)
+                done = "namespace deleted; objects left in storage"
+            else:
+                retry = self._retries.get(key, 0)
+                self._retries[key] = retry + 1
+                delay = float(min(5 * 2**retry, 60))
+                message = scrub(f"could not delete backup data yet: {e}; retrying in {delay:.0f}s", [])
+                self.kube.event(body, warning=True, reason="DeletionPending", message=message)
+                LOG.warning("Backup %s/%s: %s", ns, m["name"], message)
+                return delay
+        self._retries.pop(key, None)
+        rest = [f for f in m.get("finalizers") or [] if f != BACKUP_FINALIZER]
+        self.kube.patch_metadata(BACKUPS, ns, m["name"], resource_version=m.get("resourceVersion"), finalizers=rest)
+        LOG.info("Backup %s/%s deleted: %s", ns, m["name"], done)
+        return None
+
+
+def is_finished(kind: str, body: Mapping[str, Any]) -> bool:
+    phase = str((body.get("status") or {}).get("phase") or "Pending")
+    return BackupPhase(phase).terminal if kind == BACKUP else RestorePhase(phase).terminal

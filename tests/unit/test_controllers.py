@@ -1,0 +1,216 @@
+"""The controllers against a fake Kubernetes door (tests/unit/fakes.py): milliseconds, no cluster.
+
+These complement, never replace, the real-stack tests in tests/e2e.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mysql_backup_operator.controllers.backup_restore import BACKUP_FINALIZER, Reconciler, Settings
+from mysql_backup_operator.controllers.runtime import Runtime, Tuning
+
+from tests.unit.fakes import FakeKube, build_cache
+
+NS = "ns"
+POLICY_SPEC = {
+    "database": {
+        "host": "db",
+        "port": 3306,
+        "user": "bk",
+        "passwordSecretRef": {"name": "dbpw"},
+        "databases": ["shop"],
+    },
+    "storage": {"s3": {"bucket": "b", "credentialsSecretRef": {"name": "s3"}}},
+}
+OK_RESULT = {
+    "ok": True,
+    "location": "s3://b/k/dump.sql.zst",
+    "manifestLocation": "s3://b/k/manifest.json",
+    "sizeBytes": 100,
+    "storedBytes": 40,
+    "sha256": "0" * 64,
+    "compression": "zstd",
+    "tableCount": 3,
+    "databases": ["shop"],
+}
+
+
+def world() -> tuple[FakeKube, list[tuple[str, str, str]]]:
+    kube = FakeKube()
+    kube.add("backuppolicies", NS, {"kind": "BackupPolicy", "metadata": {"name": "pol"}, "spec": POLICY_SPEC})
+    kube.secrets[(NS, "dbpw")] = {"password": "pw-secret"}
+    kube.secrets[(NS, "s3")] = {"AWS_ACCESS_KEY_ID": "ak", "AWS_SECRET_ACCESS_KEY": "sk"}
+    return kube, []
+
+
+def reconciler(kube: FakeKube, woken: list[tuple[str, str, str]]) -> Reconciler:
+    settings = Settings(lock_namespace="sys", agent_image="img")
+    return Reconciler(kube, settings, cache=build_cache(kube), wake=woken.append)  # type: ignore[arg-type]
+
+
+def backup(kube: FakeKube, name: str, created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    return kube.add(
+        "backups",
+        NS,
+        {
+            "kind": "Backup",
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"policyRef": {"name": "pol"}},
+        },
+    )
+
+
+def test_a_new_backup_gets_labels_finalizer_lock_and_job_in_one_step() -> None:
+    kube, woken = world()
+    backup(kube, "b1")
+    r = reconciler(kube, woken)
+    r.backup(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
+    b = kube.objects[("backups", NS, "b1")]
+    assert b["status"]["phase"] == "Running"
+    assert BACKUP_FINALIZER in b["metadata"]["finalizers"]
+    assert b["metadata"]["labels"]["mysqlbackup.dev/database-key"]
+    assert (NS, "backup-b1") in kube.jobs
+    assert len(kube.coordination.leases) == 1
+    # No LIST anywhere: the queue comes from the cache.
+    assert not [c for c in kube.calls if c[0] == "list"]
+
+
+def test_job_completion_completes_the_backup_releases_the_lock_and_wakes_the_next() -> None:
+    kube, woken = world()
+    backup(kube, "b1", "2026-01-01T00:00:00Z")
+    r = reconciler(kube, woken)
+    r.backup(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
+    backup(kube, "b2", "2026-01-01T00:00:05Z")
+    r = reconciler(kube, woken)
+    r.backup(kube.get("backups", NS, "b2"))  # type: ignore[arg-type]
+    b2 = kube.objects[("backups", NS, "b2")]
+    assert b2["status"]["reason"] == "DatabaseBusy"
+    assert (NS, "backup-b2") not in kube.jobs
+
+    kube.finish_job(NS, "backup-b1", ok=True, result=OK_RESULT)
+    r = reconciler(kube, woken)  # the cache now knows b2 waits, as the index would
+    r.backup(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "b1")]["status"]["phase"] == "Completed"
+    assert kube.coordination.leases == {}
+    assert ("Backup", NS, "b2") in woken
+    r.backup(kube.get("backups", NS, "b2"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "b2")]["status"]["phase"] == "Running"
+
+
+def runtime(kube: FakeKube) -> Runtime:
+    cache = build_cache(kube)
+    r = Reconciler(kube, Settings(lock_namespace="sys", agent_image="img"), cache=cache)  # type: ignore[arg-type]
+    return Runtime(kube, r, cache, Tuning(policy_coalesce_seconds=0))  # type: ignore[arg-type]
+
+
+def finished(kube: FakeKube, n: int) -> None:
+    for i in range(n):
+        b = backup(kube, f"old-{i}", f"2026-01-0{1 + i % 9}T00:00:00Z")
+        b["metadata"]["finalizers"] = [BACKUP_FINALIZER]
+        b["status"] = {"phase": "Completed", "completedAt": b["metadata"]["creationTimestamp"], "storedBytes": 10}
+
+
+def test_finished_backups_cost_no_api_call() -> None:
+    kube, _ = world()
+    finished(kube, 10)
+    rt = runtime(kube)
+    for i in range(10):
+        rt.backup_event(None, kube.objects[("backups", NS, f"old-{i}")])
+    assert len(rt.queue) == 1  # only the policy, once, for its roll-up
+    kube.calls.clear()
+    while rt.queue.process_one(timeout=0):
+        pass
+    # First pass writes the roll-up; a second pass with nothing new makes no call at all.
+    assert [c[0] for c in kube.calls] == ["patch_status"]
+    status = kube.objects[("backuppolicies", NS, "pol")]["status"]
+    assert status["completedCount"] == 10
+    kube.calls.clear()
+    rt = runtime(kube)
+    rt.queue.add(("BackupPolicy", NS, "pol"))
+    rt.queue.process_one(timeout=0)
+    assert kube.calls == []
+
+
+def test_a_finished_job_wakes_its_owner() -> None:
+    kube, _ = world()
+    rt = runtime(kube)
+    job = {
+        "metadata": {"namespace": NS, "ownerReferences": [{"kind": "Backup", "name": "b1", "controller": True}]},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    rt.job_event("MODIFIED", {**job, "status": {}})
+    assert len(rt.queue) == 0  # a running Job is no news
+    rt.job_event("MODIFIED", job)
+    assert rt.queue.due_in(("Backup", NS, "b1")) is not None
+
+
+def test_backup_deletion_keeps_the_finalizer_until_storage_says_yes() -> None:
+    kube, _ = world()
+    b = backup(kube, "gone")
+    b["metadata"]["finalizers"] = [BACKUP_FINALIZER]
+    b["metadata"]["deletionTimestamp"] = "2026-01-02T00:00:00Z"
+    b["spec"]["deletionPolicy"] = "Retain"
+    rt = runtime(kube)
+    rt.backup_event("MODIFIED", kube.get("backups", NS, "gone"))  # type: ignore[arg-type]
+    rt.queue.process_one(timeout=0)
+    assert ("backups", NS, "gone") not in kube.objects
+
+
+def test_cache_moves_a_row_when_its_keys_change_and_forgets_deleted_objects() -> None:
+    from mysql_backup_operator.controllers.cache import Cache
+
+    cache = Cache()
+    body: dict[str, Any] = {
+        "metadata": {"name": "b", "namespace": NS, "uid": "u", "labels": {"mysqlbackup.dev/database-key": "k1"}},
+        "spec": {"policyRef": {"name": "p1"}},
+    }
+    cache.put("Backup", body)
+    assert [r.name for r in cache.backups_of_policy(NS, "p1")] == ["b"]
+    assert [r.op.name for r in cache.ops_for_database("k1")] == ["b"]
+    body["metadata"]["labels"]["mysqlbackup.dev/database-key"] = "k2"
+    body["status"] = {"phase": "Completed"}
+    cache.put("Backup", body)
+    assert cache.ops_for_database("k1") == []
+    assert [r.phase for r in cache.backups_of_policy(NS, "p1")] == ["Completed"]
+    cache.remove("Backup", body)
+    assert cache.backups_of_policy(NS, "p1") == [] and cache.ops_for_database("k2") == []
+    assert cache.sizes() == {"backups": 0, "operations": 0, "policies": 0}
+
+
+def test_before_the_cache_is_synced_the_lock_queue_is_read_live() -> None:
+    """Right after a start the cache may not know an older waiter yet: it must not be overtaken."""
+    kube, woken = world()
+    backup(kube, "holder", "2026-01-01T00:00:00Z")
+    reconciler(kube, woken).backup(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    older = backup(kube, "older", "2026-01-01T00:00:01Z")
+    reconciler(kube, woken).backup(kube.get("backups", NS, "older"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "older")]["status"]["reason"] == "DatabaseBusy"
+    kube.finish_job(NS, "backup-holder", ok=True, result=OK_RESULT)
+    reconciler(kube, woken).backup(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    backup(kube, "newer", "2026-01-01T00:00:09Z")
+    r = reconciler(kube, woken)
+    r.cache.synced.clear()  # a fresh start: the cache knows nothing yet
+    r.cache = type(r.cache)()
+    kube.calls.clear()
+    r.backup(kube.get("backups", NS, "newer"))  # type: ignore[arg-type]
+    assert [c for c in kube.calls if c[0] == "list"], "the queue was not read live"
+    newer = kube.objects[("backups", NS, "newer")]
+    assert newer["status"]["reason"] == "QueuedBehindEarlierOperation" and (NS, "backup-newer") not in kube.jobs
+    assert older["metadata"]["name"] in newer["status"]["message"]
+
+
+def test_the_sync_gate_waits_for_every_counted_kind_and_not_just_for_quiet() -> None:
+    kube, _ = world()
+    rt = Runtime(kube, reconciler(kube, []), build_cache(kube), Tuning(sync_quiet_seconds=0.0))  # type: ignore[arg-type]
+    rt._expected = {"Backup": 2, "Restore": 0, "BackupPolicy": 1}
+    rt.listed("BackupPolicy")
+    assert not rt.synced()  # quiet, but the (slow, big) Backup listing has not started yet
+    rt.listed("Backup")
+    assert rt.synced()  # started and quiet again
+    rt2 = Runtime(kube, reconciler(kube, []), build_cache(kube), Tuning(sync_quiet_seconds=60.0))  # type: ignore[arg-type]
+    rt2._expected = {"Backup": 1, "BackupPolicy": 1}
+    rt2.listed("Backup")
+    assert not rt2.synced()
+    rt2.listed("BackupPolicy")
+    assert rt2.synced()  # everything counted has arrived
