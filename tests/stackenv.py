@@ -72,6 +72,18 @@ class Stack:
         )
 
 
+def runs_in_stack_pod(stack: Stack, proc: Path) -> bool:
+    """Whether a host process (/proc/<pid>) belongs to a pod of this stack: the real node's pods
+    live in the kubelet's `kubepods` cgroups; the process kubelet's carry the apiserver's port."""
+    try:
+        if stack.real_node:
+            return "/kubepods" in (proc / "cgroup").read_text()
+        marker = f"KUBERNETES_SERVICE_PORT={stack.raw['ports']['apiserver']}".encode()
+        return marker in (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
 def start_stack() -> tuple[Stack, bool]:
     """Brings the stack up (or reuses a healthy one). Returns it and whether we started it."""
     sd = Path(os.environ.get("MBO_STACK_DIR", REPO / ".stack"))
