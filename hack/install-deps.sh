@@ -7,6 +7,15 @@ command -v mariadb-dump >/dev/null 2>&1 || need+=(mariadb-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
+# The real node (MBO_NODE=real): container runtime, CNI plugins, iptables, image building.
+if [ "${MBO_NODE:-process}" = real ] || [ "${MBO_IMAGE_DEPS:-}" = 1 ]; then
+  command -v containerd >/dev/null 2>&1 || need+=(containerd)
+  command -v runc >/dev/null 2>&1 || need+=(runc)
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  command -v iptables >/dev/null 2>&1 || need+=(iptables)
+  command -v buildah >/dev/null 2>&1 || need+=(buildah)
+  command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "[install-deps] installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -94,7 +94,8 @@ class InstalledOperator:
             check=True,
         )
 
-    def install(self) -> None:
+    def install(self, *extra: str) -> None:
+        """`helm upgrade --install` with the test settings; `extra` are more helm arguments."""
         extra_env = [
             {"name": "MBO_RECONCILE_INTERVAL", "value": "1"},
             {"name": "MBO_POLICY_INTERVAL", "value": "2"},
@@ -114,6 +115,7 @@ class InstalledOperator:
             "--set-json", f"extraEnv={json.dumps(extra_env)}",
             # A new pod per test session, so a reused stack never runs yesterday's operator code.
             "--set-string", f"podAnnotations.mysqlbackup\\.dev/test-session={uuid.uuid4().hex}",
+            *extra,
         )  # fmt: skip
         self.wait_ready()
 
@@ -173,10 +175,10 @@ class InstalledOperator:
         pod = self._running()
         return pod is not None and pod.status.container_statuses[0].restart_count == self.baseline_restarts
 
-    def logs(self) -> str:
-        """Every line any operator container wrote, across restarts and pods."""
+    def logs(self, pod: str = "*") -> str:
+        """Every line any operator container wrote, across restarts and pods (or one pod's)."""
         if self.stack.real_node:
-            files = (self.stack.state_dir / "pod-logs").glob(f"{LOCK_NAMESPACE}_*/operator/*.log")
+            files = (self.stack.state_dir / "pod-logs").glob(f"{LOCK_NAMESPACE}_{pod}_*/operator/*.log")
         else:
             files = (self.stack.state_dir / "kubelet" / "pods").glob("*/containers/operator/*.log")
         return "".join(f.read_text(errors="replace") for f in sorted(files))
