@@ -62,6 +62,19 @@ def _iptables_rules(net: dict[str, str]) -> list[list[str]]:
     ]
 
 
+def refuse_second_node() -> None:
+    """One real node per machine: pod cgroups (/kubepods), kube-proxy's iptables chains and the
+    Service range are machine-wide, so a second kubelet would fight the first (and `down` would
+    kill its pods). Called after our own `down`, so any kubelet left is someone else's."""
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (p / "comm").read_text().strip() in ("kubelet", "kube-proxy"):
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                raise SystemExit(f"another real node runs on this machine (pid {p.name}: {cmd[:160]}); stop it first")
+
+
 def setup_network(sd: Path, net: dict[str, str]) -> None:
     """The bridge with the host address (so the control plane can bind to it before any pod
     exists) and the drop rules; the original ip_forward is kept to restore it on `down`."""

@@ -729,6 +729,7 @@ def cmd_up(_: argparse.Namespace) -> None:
     write_env(sd, env)
     make_pki(sd / "pki", env["host"])
     if mode == "real":
+        realnode.refuse_second_node()
         realnode.setup_network(sd, env["network"])
     start_control_plane(sd, bins, env)
     if mode == "real":
