@@ -10,17 +10,12 @@ RUN apt-get update \
  && groupadd --gid 65532 mbo \
  && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin mbo \
  && python3 -m venv /opt/mbo
+COPY pyproject.toml README.md /src/
+COPY operator /src/operator
 # Only for builds behind a TLS-intercepting proxy: a CA bundle for pip (hack/build-image.sh passes
 # the build machine's); unset, pip uses its defaults.
 ARG PIP_CERT
-# Dependencies first, in their own layer: a code change then rebuilds only the last layer.
-COPY pyproject.toml /src/
-RUN /opt/mbo/bin/python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
- && /opt/mbo/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
-COPY README.md /src/
-COPY operator /src/operator
-RUN /opt/mbo/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /src && rm -rf /src
+RUN /opt/mbo/bin/pip install --no-cache-dir --disable-pip-version-check /src && rm -rf /src
 ENV PATH=/opt/mbo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 TMPDIR=/var/lib/mysql-backup-agent
 USER 65532:65532
