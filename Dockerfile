@@ -12,9 +12,11 @@ RUN apt-get update \
  && python3 -m venv /opt/mbo
 COPY pyproject.toml README.md /src/
 COPY operator /src/operator
-# Only for builds behind a TLS-intercepting proxy: a CA bundle for pip (hack/build-image.sh passes
-# the build machine's); unset, pip uses its defaults.
+# Optional, for pip: PIP_CERT, a CA bundle for builds behind a TLS-intercepting proxy;
+# PIP_CONSTRAINT, pinned versions (hack/build-image.sh passes those of the tested virtualenv, which
+# also spares pip's resolver long backtracking through boto3 releases). Unset: pip's defaults.
 ARG PIP_CERT
+ARG PIP_CONSTRAINT
 RUN /opt/mbo/bin/pip install --no-cache-dir --disable-pip-version-check /src && rm -rf /src
 ENV PATH=/opt/mbo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 TMPDIR=/var/lib/mysql-backup-agent

@@ -68,8 +68,16 @@ if [ ! -s "$pause_tar" ]; then
 fi
 
 # ---------------------------------------------------------------- the operator image
-# Inputs: everything the Dockerfile copies, plus the base it starts from.
-image_key=$( { echo v1; echo "$base_key"; cd "$repo" && git ls-files -z -- Dockerfile pyproject.toml README.md operator \
+# The image gets the dependency versions the tests run with: the project virtualenv's, if any.
+constraints="$out/constraints.txt"
+if [ -x "$repo/.venv/bin/pip" ]; then
+  "$repo/.venv/bin/pip" freeze --exclude-editable 2>/dev/null | grep -v '^-e ' > "$constraints.tmp" || true
+  mv "$constraints.tmp" "$constraints"
+else
+  : > "$constraints"
+fi
+# Inputs: everything the Dockerfile copies, the base it starts from, the pinned versions.
+image_key=$( { echo v1; echo "$base_key"; cat "$constraints"; cd "$repo" && git ls-files -z -- Dockerfile pyproject.toml README.md operator \
   | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
 image_tar="$out/mysql-backup-operator-$image_key.tar"
 IMAGE_NAME="$IMAGE_REPO:$image_key"
@@ -83,6 +91,7 @@ if [ ! -s "$image_tar" ]; then
   ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
   "${bah[@]}" build --quiet --isolation chroot --layers --pull=never \
     --volume "$ca:/run/mbo-build-ca.crt:ro" --build-arg PIP_CERT=/run/mbo-build-ca.crt \
+    --volume "$constraints:/run/mbo-constraints.txt:ro" --build-arg PIP_CONSTRAINT=/run/mbo-constraints.txt \
     -f "$ctx/Dockerfile" -t "$IMAGE_NAME" "$ctx" >&2
   rm -rf "$ctx"
   "${bah[@]}" push --quiet "$IMAGE_NAME" "oci-archive:$image_tar.tmp:$IMAGE_NAME" >&2
