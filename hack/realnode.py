@@ -306,7 +306,7 @@ def kube_proxy_cleanup(bins: Path) -> None:
 # --------------------------------------------------------------------------- teardown
 
 # The chains the kubelet itself adds (kube-proxy --cleanup removes kube-proxy's).
-KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY")
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
 
 
 def kubelet_iptables_cleanup() -> None:

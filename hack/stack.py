@@ -512,7 +512,11 @@ def node_ready(sd: Path) -> bool:
     # the node is usable (schedulable) only once that taint is gone again.
     taints = {t["key"] for t in node["spec"].get("taints") or []}
     ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-    return ready and not taints & {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    if not ready or taints & {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}:
+        return False
+    # The real kubelet creates its heartbeat Lease a little after reporting Ready; a node without
+    # one is not fully up (a session-wide node watch caught the gap).
+    return bool(kubectl(sd, "get", "lease", NODE_NAME, "-n", "kube-node-lease", "-o", "name", check=False).strip())
 
 
 def start_mariadb(sd: Path, env: dict[str, Any]) -> None:
