@@ -241,9 +241,12 @@ def test_two_replicas_one_acts_and_hands_over(env: Env, operator: InstalledOpera
         pods = {p.metadata.name for p in operator.pods() if p.status.phase == "Running"}
         (active,) = [p for p in pods if p in active_id]
         (standby,) = pods - {active}
-        eventually(
-            lambda: "Pausing operations in favour of" in operator.logs(standby), timeout=60, what="standby paused"
-        )
+        paused = "Pausing operations in favour of"
+        try:
+            eventually(lambda: paused in operator.logs(standby), timeout=120, what="standby paused")
+        except AssertionError as e:
+            tail = operator.logs(standby)[-3000:]
+            raise AssertionError(f"{e}; peers={_peers(operator)}; standby log tail:\n{tail}") from None
         assert "Pausing operations" not in operator.logs(active)
 
         env.policy()
