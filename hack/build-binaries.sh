@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds (or reuses from cache) the control-plane binaries, etcd, kubectl, helm and MinIO,
-# all from the Go module proxy. Prints the bin directory on the last line.
+# Builds (or reuses from cache) the control-plane and node binaries (kubelet, kube-proxy), etcd,
+# kubectl, helm and MinIO, all from the Go module proxy. Prints the bin directory on the last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/versions.env
@@ -17,7 +17,7 @@ log() { printf '[build-binaries] %s\n' "$*" >&2; }
 
 need() { [ ! -x "$bin/$1" ]; }
 
-k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 missing=()
 for b in "${k8s_bins[@]}"; do need "$b" && missing+=("$b"); done
 if [ ${#missing[@]} -gt 0 ]; then

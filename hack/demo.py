@@ -45,6 +45,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def image_args() -> list[str]:
+    """The real node runs the image built from this tree (never pulled); the process kubelet
+    ignores images, but the chart still requires a name."""
+    if ENV.get("node") == "real":
+        repo, tag = ENV["image"].rsplit(":", 1)
+        return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
+    return ["--set", "image.repository=local/mysql-backup-operator", "--set", "image.tag=dev"]
+
+
 def helm_install() -> None:
     """The operator as users install it; the process kubelet runs its pod (ports are the host's)."""
     ns_body = {
@@ -56,7 +65,7 @@ def helm_install() -> None:
     args = [
         ENV["helm"], f"--kubeconfig={ENV['kubeconfig']}", "upgrade", "--install", "mysql-backup-operator",
         str(REPO / "helm" / "mysql-backup-operator"), "--namespace", LOCK_NS, "--wait", "--timeout", "180s",
-        "--set", "image.repository=local/mysql-backup-operator", "--set", "image.tag=dev",
+        *image_args(),
         "--set", f"metrics.port={free_port()}", "--set", f"health.port={free_port()}",
     ]  # fmt: skip
     print("$ helm upgrade --install mysql-backup-operator helm/mysql-backup-operator -n mysql-backup-system")
@@ -140,7 +149,7 @@ def main() -> None:
         "metadata": {"name": "shop", "namespace": NS},
         "spec": {
             "database": {
-                "host": "127.0.0.1",
+                "host": ENV["mariadb"]["host"],
                 "port": ENV["mariadb"]["port"],
                 "user": "root",
                 "passwordSecretRef": {"name": "db-credentials"},

@@ -10,6 +10,15 @@ command -v go >/dev/null 2>&1 || need+=(golang-go)
 # Headless Chromium and its WebDriver for the web console's browser tests (tests/e2e/test_console.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# The real node (MBO_NODE=real): container runtime, CNI plugins, iptables, image building.
+if [ "${MBO_NODE:-process}" = real ] || [ "${MBO_IMAGE_DEPS:-}" = 1 ]; then
+  command -v containerd >/dev/null 2>&1 || need+=(containerd)
+  command -v runc >/dev/null 2>&1 || need+=(runc)
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  command -v iptables >/dev/null 2>&1 || need+=(iptables)
+  command -v buildah >/dev/null 2>&1 || need+=(buildah)
+  command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "[install-deps] installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""The local test stack: a real Kubernetes control plane, a process kubelet, MariaDB and MinIO.
+"""The local test stack: a real Kubernetes control plane, a node, MariaDB and MinIO.
 
-Everything runs as plain processes on loopback, on free ports, under one state directory.
+The node is chosen by MBO_NODE: `process` (default) is hack/kubelet.py, the process kubelet;
+`real` is the upstream kubelet and kube-proxy with containerd, runc and a CNI bridge running the
+images built by hack/build-image.sh (see hack/realnode.py). With the process kubelet everything
+listens on loopback; with the real node, on the bridge's host address, which pods can reach.
+Everything runs as plain processes on free ports, under one state directory.
 `up` reuses a stack that is already running and healthy; `down` stops every process it started.
 The stack description (ports, credentials, kubeconfig) is written to `<state>/env.json` and
 `<state>/env.sh`; both are mode 0600 because they hold the generated passwords.
@@ -26,6 +30,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import realnode
+
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
 NODE_NAME = "mbo-node"
@@ -41,6 +47,36 @@ COMPONENTS = [
     "mariadb",
     "minio",
 ]
+REAL_COMPONENTS = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+    "mariadb",
+    "minio",
+]
+NODE_MODES = ("process", "real")
+
+
+def node_mode() -> str:
+    mode = os.environ.get("MBO_NODE", "process")
+    if mode not in NODE_MODES:
+        raise SystemExit(f"MBO_NODE must be one of {NODE_MODES}, not {mode!r}")
+    return mode
+
+
+def components(env: dict[str, Any] | None) -> list[str]:
+    return REAL_COMPONENTS if env and env.get("node") == "real" else COMPONENTS
+
+
+def read_env(sd: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((sd / "env.json").read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def log(msg: str) -> None:
@@ -71,8 +107,10 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def make_pki(pki: Path) -> None:
-    """A throwaway CA and the leaf certificates the control plane and the kubelet need."""
+def make_pki(pki: Path, host: str = "127.0.0.1") -> None:
+    """A throwaway CA and the leaf certificates the control plane and the kubelet need.
+    `host` is the address the stack listens on (loopback, or the real node's bridge address)."""
+    extra = "" if host == "127.0.0.1" else f",IP:{host}"
     pki.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt = pki / "ca.key", pki / "ca.crt"
     if not ca_crt.exists():
@@ -96,14 +134,15 @@ def make_pki(pki: Path) -> None:
             "/CN=kube-apiserver",
             "serverAuth",
             "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-            "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.0.0.1",
+            "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.0.0.1" + extra,
         ),
         "admin": ("/O=system:masters/CN=mbo-admin", "clientAuth", None),
         "controller-manager": ("/CN=system:kube-controller-manager", "clientAuth", None),
         "scheduler": ("/CN=system:kube-scheduler", "clientAuth", None),
         "kubelet-client": ("/O=system:nodes/CN=system:node:" + NODE_NAME, "clientAuth", None),
         "apiserver-kubelet-client": ("/O=kubelet-api-admins/CN=kube-apiserver-kubelet-client", "clientAuth", None),
-        "kubelet-serving": ("/CN=" + NODE_NAME, "serverAuth", "DNS:localhost,IP:127.0.0.1"),
+        "kubelet-serving": ("/CN=" + NODE_NAME, "serverAuth", "DNS:localhost,IP:127.0.0.1" + extra),
+        "kube-proxy": ("/CN=system:kube-proxy", "clientAuth", None),
     }
     for name, (subject, eku, san) in leaves.items():
         crt = pki / f"{name}.crt"
@@ -288,6 +327,7 @@ def http_ok(url: str, insecure: bool = False) -> bool:
 def start_control_plane(sd: Path, bins: Path, env: dict[str, Any]) -> None:
     pki = sd / "pki"
     p = env["ports"]
+    host = env["host"]
     start(
         sd,
         "etcd",
@@ -311,8 +351,8 @@ def start_control_plane(sd: Path, bins: Path, env: dict[str, Any]) -> None:
         [
             str(bins / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={host}",
+            f"--advertise-address={host}",
             f"--secure-port={p['apiserver']}",
             f"--cert-dir={sd / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -327,12 +367,14 @@ def start_control_plane(sd: Path, bins: Path, env: dict[str, Any]) -> None:
             f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP",
-            "--endpoint-reconciler-type=none",
+            # The real node's kube-proxy routes the `kubernetes` Service to the apiserver's
+            # endpoints, so they must be kept; the process kubelet needs none.
+            f"--endpoint-reconciler-type={'lease' if env['node'] == 'real' else 'none'}",
             "--profiling=false",
             "--v=1",
         ],
     )
-    server = f"https://127.0.0.1:{p['apiserver']}"
+    server = env["apiserver"]
     wait_for(
         "kube-apiserver /readyz",
         lambda: https_get(server + "/readyz", pki)[0] == 200,
@@ -340,7 +382,7 @@ def start_control_plane(sd: Path, bins: Path, env: dict[str, Any]) -> None:
         sd,
         "kube-apiserver",
     )
-    for user in ("admin", "controller-manager", "scheduler", "kubelet-client"):
+    for user in ("admin", "controller-manager", "scheduler", "kubelet-client", "kube-proxy"):
         write_kubeconfig(sd / f"{user}.kubeconfig", server=server, pki=pki, user=user)
     kc = sd / "controller-manager.kubeconfig"
     start(
@@ -393,6 +435,39 @@ def start_control_plane(sd: Path, bins: Path, env: dict[str, Any]) -> None:
     )
 
 
+def start_real_node(sd: Path, bins: Path, env: dict[str, Any]) -> None:
+    """containerd (with the images imported), then the upstream kubelet and kube-proxy."""
+    net = env["network"]
+    cfg = realnode.write_containerd_config(sd, net)
+    start(sd, "containerd", ["containerd", f"--config={cfg}"])
+    sock = realnode.containerd_socket(sd)
+    wait_for(
+        "containerd",
+        lambda: sock.exists() and realnode.ctr(sd, "version", check=False).returncode == 0,
+        60,
+        sd,
+        "containerd",
+    )
+    ensure_images(sd, env)
+    start(sd, "kubelet", realnode.kubelet_argv(sd, bins, env, net))
+    start(sd, "kube-proxy", realnode.kube_proxy_argv(sd, bins, env, net))
+    wait_for("node Ready", lambda: node_ready(sd), 120, sd, "kubelet")
+
+
+def build_images() -> list[tuple[str, str]]:
+    out = subprocess.run(["bash", str(HACK / "build-image.sh")], check=True, stdout=subprocess.PIPE, text=True).stdout
+    return [(line.split()[0], line.split()[1]) for line in out.strip().splitlines()]
+
+
+def ensure_images(sd: Path, env: dict[str, Any]) -> None:
+    """Builds (or reuses) the images and imports them; records the operator image in env.json,
+    whose tag is a hash of its inputs, so a changed operator always gets new pods."""
+    images = build_images()
+    realnode.import_images(sd, images)
+    env["image"] = images[-1][0]
+    write_env(sd, env)
+
+
 def start_kubelet(sd: Path, env: dict[str, Any]) -> None:
     p = env["ports"]
     pki = sd / "pki"
@@ -437,7 +512,11 @@ def node_ready(sd: Path) -> bool:
     # the node is usable (schedulable) only once that taint is gone again.
     taints = {t["key"] for t in node["spec"].get("taints") or []}
     ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-    return ready and not taints & {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    if not ready or taints & {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}:
+        return False
+    # The real kubelet creates its heartbeat Lease a little after reporting Ready; a node without
+    # one is not fully up (a session-wide node watch caught the gap).
+    return bool(kubectl(sd, "get", "lease", NODE_NAME, "-n", "kube-node-lease", "-o", "name", check=False).strip())
 
 
 def start_mariadb(sd: Path, env: dict[str, Any]) -> None:
@@ -453,7 +532,7 @@ def start_mariadb(sd: Path, env: dict[str, Any]) -> None:
                 f"datadir={datadir}",
                 f"socket={db['socket']}",
                 f"port={db['port']}",
-                "bind-address=127.0.0.1",
+                f"bind-address={','.join(dict.fromkeys(['127.0.0.1', env.get('host', '127.0.0.1')]))}",
                 f"pid-file={sd / 'mariadb' / 'mariadbd.pid'}",
                 f"log-bin={sd / 'mariadb' / 'binlog' / 'mysql-bin'}",
                 "server-id=1",
@@ -493,13 +572,18 @@ def start_mariadb(sd: Path, env: dict[str, Any]) -> None:
 
     wait_for("mariadb", ping, 60, sd, "mariadb")
     if fresh:
-        sql = (
-            f"ALTER USER 'root'@'localhost' IDENTIFIED BY '{db['root_password']}';"
-            f"CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '{db['root_password']}';"
-            f"ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '{db['root_password']}';"
-            "GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
-            "FLUSH PRIVILEGES;"
-        )
+        # Root from loopback, and (real node) from the bridge's subnet: the host and the pods.
+        hosts = ["127.0.0.1"]
+        if env.get("node") == "real":
+            hosts.append(env["network"]["cidr"].rsplit(".", 1)[0] + ".%")
+        sql = f"ALTER USER 'root'@'localhost' IDENTIFIED BY '{db['root_password']}';"
+        for h in hosts:
+            sql += (
+                f"CREATE USER IF NOT EXISTS 'root'@'{h}' IDENTIFIED BY '{db['root_password']}';"
+                f"ALTER USER 'root'@'{h}' IDENTIFIED BY '{db['root_password']}';"
+                f"GRANT ALL ON *.* TO 'root'@'{h}' WITH GRANT OPTION;"
+            )
+        sql += "FLUSH PRIVILEGES;"
         subprocess.run(["mariadb", f"--socket={db['socket']}", "-uroot"], input=sql, text=True, check=True)
 
 
@@ -524,7 +608,7 @@ def start_minio(sd: Path, bins: Path, env: dict[str, Any]) -> None:
             "server",
             str(sd / "minio" / "data"),
             "--address",
-            f"127.0.0.1:{s3['port']}",
+            f"{env.get('host', '127.0.0.1')}:{s3['port']}",
             "--console-address",
             f"127.0.0.1:{env['ports']['minio_console']}",
             "--quiet",
@@ -542,7 +626,9 @@ def start_minio(sd: Path, bins: Path, env: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- commands
 
 
-def new_env(sd: Path, bins: Path) -> dict[str, Any]:
+def new_env(sd: Path, bins: Path, mode: str = "process") -> dict[str, Any]:
+    net = realnode.network_for(sd) if mode == "real" else None
+    host = net["host_ip"] if net else "127.0.0.1"
     ports = {
         k: free_port()
         for k in (
@@ -555,6 +641,9 @@ def new_env(sd: Path, bins: Path) -> dict[str, Any]:
             "mariadb",
             "minio",
             "minio_console",
+            "kubelet_healthz",
+            "kube_proxy_healthz",
+            "kube_proxy_metrics",
         )
     }
     s3_port = ports["minio"]
@@ -565,17 +654,21 @@ def new_env(sd: Path, bins: Path) -> dict[str, Any]:
         "helm": str(bins / "helm"),
         "kubeconfig": str(sd / "admin.kubeconfig"),
         "node_name": NODE_NAME,
+        "node": mode,
+        # The address the apiserver, MariaDB and MinIO listen on, reachable from pods.
+        "host": host,
+        "network": net,
         "ports": ports,
-        "apiserver": f"https://127.0.0.1:{ports['apiserver']}",
+        "apiserver": f"https://{host}:{ports['apiserver']}",
         "mariadb": {
-            "host": "127.0.0.1",
+            "host": host,
             "port": ports["mariadb"],
             "socket": str(sd / "mariadb" / "mysqld.sock"),
             "root_user": "root",
             "root_password": secrets.token_urlsafe(18),
         },
         "s3": {
-            "endpoint": f"http://127.0.0.1:{s3_port}",
+            "endpoint": f"http://{host}:{s3_port}",
             "port": s3_port,
             "region": "us-east-1",
             "access_key": "mbo" + secrets.token_hex(6),
@@ -604,11 +697,11 @@ def write_env(sd: Path, env: dict[str, Any]) -> None:
 
 
 def healthy(sd: Path) -> bool:
-    if not (sd / "env.json").exists():
+    env = read_env(sd)
+    if env is None or env.get("node", "process") != node_mode():
         return False
-    if not all(alive(sd, c) for c in COMPONENTS):
+    if not all(alive(sd, c) for c in components(env)):
         return False
-    env = json.loads((sd / "env.json").read_text())
     try:
         if https_get(env["apiserver"] + "/readyz", sd / "pki")[0] != 200:
             return False
@@ -619,8 +712,12 @@ def healthy(sd: Path) -> bool:
 
 def cmd_up(_: argparse.Namespace) -> None:
     sd = state_dir()
+    mode = node_mode()
     if healthy(sd):
         log(f"reusing healthy stack in {sd}")
+        env = read_env(sd)
+        if env and env["node"] == "real":
+            ensure_images(sd, env)
         print(sd / "env.json")
         return
     t0 = time.monotonic()
@@ -632,11 +729,17 @@ def cmd_up(_: argparse.Namespace) -> None:
         shutil.rmtree(sd)
     sd.mkdir(parents=True)
     sd.chmod(0o700)
-    env = new_env(sd, bins)
+    env = new_env(sd, bins, mode)
     write_env(sd, env)
-    make_pki(sd / "pki")
+    make_pki(sd / "pki", env["host"])
+    if mode == "real":
+        realnode.refuse_second_node()
+        realnode.setup_network(sd, env["network"])
     start_control_plane(sd, bins, env)
-    start_kubelet(sd, env)
+    if mode == "real":
+        start_real_node(sd, bins, env)
+    else:
+        start_kubelet(sd, env)
     start_mariadb(sd, env)
     start_minio(sd, bins, env)
     log(f"stack up in {time.monotonic() - t0:.1f}s; KUBECONFIG={env['kubeconfig']}")
@@ -645,10 +748,25 @@ def cmd_up(_: argparse.Namespace) -> None:
 
 def cmd_down(_: argparse.Namespace, quiet: bool = False) -> None:
     sd = state_dir()
+    env = read_env(sd)
+    comps = components(env)
     # Extra processes started on top of the stack (the demo's operator) go first.
-    extras = sorted(p.stem for p in (sd / "pids").glob("*.pid") if p.stem not in COMPONENTS) if sd.exists() else []
-    for name in [*extras, *reversed(COMPONENTS)]:
+    known = set(COMPONENTS) | set(REAL_COMPONENTS)
+    extras = sorted(p.stem for p in (sd / "pids").glob("*.pid") if p.stem not in known) if sd.exists() else []
+    for name in [*extras, *reversed(comps)]:
         stop(sd, name)
+    if env and env.get("node") == "real":
+        # Pods outlive the kubelet and containerd (their shims keep them): kill them, then take
+        # away their mounts, cgroups, network namespaces, the bridge and our iptables rules.
+        realnode.kill_pod_processes()
+        realnode.kill_shims(sd)
+        realnode.kill_pod_processes()
+        realnode.unmount_under(sd)
+        realnode.remove_cgroups()
+        realnode.remove_shim_sockets()
+        realnode.kube_proxy_cleanup(Path(env["bin_dir"]))
+        realnode.kubelet_iptables_cleanup()
+        realnode.teardown_network(sd, env["network"])
     if not quiet:
         log("stack stopped")
 
@@ -660,7 +778,7 @@ def cmd_env(_: argparse.Namespace) -> None:
 
 def cmd_status(_: argparse.Namespace) -> None:
     sd = state_dir()
-    for c in COMPONENTS:
+    for c in components(read_env(sd)):
         print(f"{c:26} {'running' if alive(sd, c) else 'stopped'}")
     print(f"healthy: {healthy(sd)}")
 

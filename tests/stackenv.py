@@ -35,6 +35,26 @@ class Stack:
         return Path(self.raw["state_dir"])
 
     @property
+    def node(self) -> str:
+        """`process` (hack/kubelet.py) or `real` (kubelet + containerd, see hack/realnode.py)."""
+        return str(self.raw.get("node", "process"))
+
+    @property
+    def real_node(self) -> bool:
+        return self.node == "real"
+
+    @property
+    def image(self) -> str:
+        """The image pods run: the operator image built from this tree on the real node; the
+        process kubelet ignores images and runs host binaries."""
+        return str(self.raw.get("image") or "local/process")
+
+    @property
+    def host(self) -> str:
+        """The address the apiserver, MariaDB and MinIO listen on, reachable from pods."""
+        return str(self.raw.get("host", "127.0.0.1"))
+
+    @property
     def db(self) -> dict[str, Any]:
         return dict(self.raw["mariadb"])
 
@@ -50,6 +70,18 @@ class Stack:
             text=True,
             check=check,
         )
+
+
+def runs_in_stack_pod(stack: Stack, proc: Path) -> bool:
+    """Whether a host process (/proc/<pid>) belongs to a pod of this stack: the real node's pods
+    live in the kubelet's `kubepods` cgroups; the process kubelet's carry the apiserver's port."""
+    try:
+        if stack.real_node:
+            return "/kubepods" in (proc / "cgroup").read_text()
+        marker = f"KUBERNETES_SERVICE_PORT={stack.raw['ports']['apiserver']}".encode()
+        return marker in (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def start_stack() -> tuple[Stack, bool]:

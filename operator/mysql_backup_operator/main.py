@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 
 import kopf
 
@@ -22,6 +23,9 @@ def main() -> None:
         namespaces=namespaces,
         standalone=os.environ.get("MBO_PEERING", "") == "",
         peering_name=os.environ.get("MBO_PEERING") or None,
+        # kopf pauses *every* peer when two share a priority, so equal replicas would all stand
+        # still; a random priority per process makes exactly one of them the active one.
+        priority=int(os.environ.get("MBO_PEERING_PRIORITY") or secrets.randbelow(2**31) + 1),
         liveness_endpoint=os.environ.get("MBO_LIVENESS_ENDPOINT") or None,
     )
 

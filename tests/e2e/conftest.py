@@ -20,7 +20,7 @@ import pytest
 from botocore.config import Config
 from kubernetes import client
 
-from tests.stackenv import REPO, Stack, eventually
+from tests.stackenv import REPO, Stack, eventually, runs_in_stack_pod
 
 GROUP, VERSION = "mysqlbackup.dev", "v1alpha1"
 LOCK_NAMESPACE = "mysql-backup-system"
@@ -72,8 +72,9 @@ def _free_port() -> int:
 
 @dataclass
 class InstalledOperator:
-    """The operator as users run it: `helm install`ed, its pod run by the process kubelet with the
-    chart's ServiceAccount token and in-cluster configuration. Any missing RBAC verb fails tests."""
+    """The operator as users run it: `helm install`ed, its pod run by the node (on the real node:
+    the shipped image, the chart's security context) with the chart's ServiceAccount token and
+    in-cluster configuration. Any missing RBAC verb fails tests."""
 
     stack: Stack
     api: Any
@@ -93,18 +94,27 @@ class InstalledOperator:
             check=True,
         )
 
-    def install(self) -> None:
+    def install(self, *extra: str) -> None:
+        """`helm upgrade --install` with the test settings; `extra` are more helm arguments."""
         # The operator is event-driven; only its safety net (re-checking unfinished objects) is
         # shortened for the tests, from 30 s to 10 s.
         extra_env = [{"name": "MBO_RESYNC_SECONDS", "value": "10"}]
+        if self.stack.real_node:
+            # The image built from this tree and imported into containerd; never pulled.
+            repo, tag = self.stack.image.rsplit(":", 1)
+            image = ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}"]
+            image += ["--set", "image.pullPolicy=Never"]
+        else:
+            image = ["--set", "image.repository=local/mysql-backup-operator", "--set", "image.tag=dev"]
         self.helm(
             "upgrade", "--install", RELEASE, str(REPO / "helm" / "mysql-backup-operator"),
             "--namespace", LOCK_NAMESPACE, "--wait", "--timeout", "180s",
-            "--set", "image.repository=local/mysql-backup-operator", "--set", "image.tag=dev",
+            *image,
             "--set", f"metrics.port={self.metrics_port}", "--set", f"health.port={self.health_port}",
             "--set-json", f"extraEnv={json.dumps(extra_env)}",
             # A new pod per test session, so a reused stack never runs yesterday's operator code.
             "--set-string", f"podAnnotations.mysqlbackup\\.dev/test-session={uuid.uuid4().hex}",
+            *extra,
         )  # fmt: skip
         self.wait_ready()
 
@@ -125,17 +135,16 @@ class InstalledOperator:
         self.baseline_restarts = pod.status.container_statuses[0].restart_count
 
     def _pids(self) -> list[int]:
-        port = f"KUBERNETES_SERVICE_PORT={self.stack.raw['ports']['apiserver']}".encode()
+        """The operator's processes as the host sees them (container processes included)."""
         out = []
         for p in Path("/proc").iterdir():
             if not p.name.isdigit():
                 continue
             try:
                 cmd = (p / "cmdline").read_bytes()
-                env = (p / "environ").read_bytes()
             except OSError:
                 continue
-            if b"mysql-backup-operator" in cmd and b"python" in cmd and port in env.split(b"\0"):
+            if b"mysql-backup-operator" in cmd and b"python" in cmd and runs_in_stack_pod(self.stack, p):
                 out.append(int(p.name))
         return out
 
@@ -165,10 +174,21 @@ class InstalledOperator:
         pod = self._running()
         return pod is not None and pod.status.container_statuses[0].restart_count == self.baseline_restarts
 
-    def logs(self) -> str:
-        """Every line any operator container wrote, across restarts and pods."""
-        root = self.stack.state_dir / "kubelet" / "pods"
-        return "".join(f.read_text(errors="replace") for f in sorted(root.glob("*/containers/operator/*.log")))
+    def logs(self, pod: str = "*") -> str:
+        """Every line any operator container wrote, across restarts and pods (or one pod's)."""
+        if self.stack.real_node:
+            files = (self.stack.state_dir / "pod-logs").glob(f"{LOCK_NAMESPACE}_{pod}_*/operator/*.log")
+        else:
+            files = (self.stack.state_dir / "kubelet" / "pods").glob("*/containers/operator/*.log")
+        return "".join(f.read_text(errors="replace") for f in sorted(files))
+
+    def url(self, port: int, path: str) -> str:
+        """An HTTP endpoint of the running operator pod, as the host reaches it."""
+        host = "127.0.0.1"
+        if self.stack.real_node:
+            pod = eventually(self._running, timeout=60, what="operator pod running")
+            host = pod.status.pod_ip
+        return f"http://{host}:{port}{path}"
 
 
 OperatorProcess = InstalledOperator
@@ -237,7 +257,7 @@ class Env:
             )
         body_spec: dict[str, Any] = {
             "database": {
-                "host": "127.0.0.1",
+                "host": self.stack.db["host"],
                 "port": self.stack.db["port"],
                 "user": "root",
                 "passwordSecretRef": {"name": "db-credentials"},

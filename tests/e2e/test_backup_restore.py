@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from tests.e2e.conftest import Env, OperatorProcess, s3_client
-from tests.stackenv import eventually
+from tests.stackenv import Stack, eventually, runs_in_stack_pod
 
 pytestmark = pytest.mark.stack
 
@@ -403,14 +403,13 @@ def test_a_stuck_backup_times_out(env: Env) -> None:
     assert not [k for k in env.objects() if "/stuck-" in k], "a partial dump became visible"
 
 
-def _agent_rss_kib(stack_port: int) -> int | None:
-    marker = f"KUBERNETES_SERVICE_PORT={stack_port}".encode()
+def _agent_rss_kib(stack: Stack) -> int | None:
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             cmd = (p / "cmdline").read_bytes()
-            if b"mysql-backup-agent\0backup" in cmd and marker in (p / "environ").read_bytes().split(b"\0"):
+            if b"mysql-backup-agent\0backup" in cmd and runs_in_stack_pod(stack, p):
                 for line in (p / "status").read_text().splitlines():
                     if line.startswith("VmHWM:"):  # the kernel's own peak-RSS mark: no peak is missed
                         return int(line.split()[1])
@@ -418,12 +417,11 @@ def _agent_rss_kib(stack_port: int) -> int | None:
 
 
 def _peak_agent_rss(env: Env, backup: str) -> tuple[int, dict[str, Any]]:
-    port = env.stack.raw["ports"]["apiserver"]
     peak = 0
     env.backup(backup)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        peak = max(peak, _agent_rss_kib(port) or 0)
+        peak = max(peak, _agent_rss_kib(env.stack) or 0)
         st = env.get("backups", backup).get("status") or {}
         if st.get("phase") in ("Completed", "Failed"):
             return peak, st
@@ -465,14 +463,11 @@ def _hold_dump(env: Env) -> Any:
 
 
 def _agent_pids(env: Env) -> list[int]:
-    marker = f"KUBERNETES_SERVICE_PORT={env.stack.raw['ports']['apiserver']}".encode()
     pids = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             with contextlib.suppress(OSError):
-                if b"mysql-backup-agent\0backup" in (p / "cmdline").read_bytes() and marker in (
-                    p / "environ"
-                ).read_bytes().split(b"\0"):
+                if b"mysql-backup-agent\0backup" in (p / "cmdline").read_bytes() and runs_in_stack_pod(env.stack, p):
                     pids.append(int(p.name))
     return pids
 

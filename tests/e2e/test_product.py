@@ -26,7 +26,8 @@ def test_helm_release_runs_the_operator_in_cluster(stack: Stack, operator: Insta
     assert pod.spec.service_account_name == RELEASE
     # The ServiceAccount admission plugin projected a token; the operator used in-cluster config.
     assert any(v.projected for v in pod.spec.volumes)
-    assert "Initial authentication has finished" in operator.logs()
+    # A container reports Running before its Python has logged anything: wait for the line.
+    eventually(lambda: "Initial authentication has finished" in operator.logs(), timeout=30, what="operator login")
     helm = subprocess.run(
         [stack.raw["helm"], f"--kubeconfig={stack.kubeconfig}", "status", RELEASE, "-n", LOCK_NAMESPACE],
         capture_output=True,
@@ -94,7 +95,7 @@ def test_user_roles_view_edit_admin(stack: Stack, api: Any, env: Env) -> None:
 
 
 def scrape(operator: InstalledOperator) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(operator.url(operator.metrics_port, "/metrics"), timeout=5) as r:
         return str(r.read().decode())
 
 

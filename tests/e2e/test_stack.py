@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 from tests.stackenv import Stack, eventually
@@ -23,6 +24,16 @@ RESTRICTED = {
 }
 
 
+IMAGE = "local/process"
+
+
+@pytest.fixture(autouse=True)
+def _image(stack: Stack) -> None:
+    """The image of every pod here: the shipped image on the real node."""
+    global IMAGE
+    IMAGE = stack.image
+
+
 def job_body(
     name: str,
     script: str,
@@ -34,7 +45,7 @@ def job_body(
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "main",
-        "image": "local/process",
+        "image": IMAGE,
         "command": ["bash", "-c", script],
         "env": env or [],
         "securityContext": RESTRICTED,
@@ -68,10 +79,12 @@ def test_mysqldump_job_completes_with_secret_env(stack: Stack, api: Any, namespa
         namespace,
         {"metadata": {"name": "db"}, "stringData": {"password": db["root_password"]}},
     )
+    # No `$$` here: Kubernetes turns `$$` into `$` in a command, except inside an unresolved
+    # `$(...)`, so the two halves would name different files (the real kubelet showed this).
     script = (
         "set -o pipefail; "
-        f"mariadb-dump -h 127.0.0.1 -P {db['port']} -u root --all-databases --single-transaction "
-        "| wc -c > /tmp/size.$$ && printf '{\"bytes\": %s}' $(cat /tmp/size.$$) > /dev/termination-log"
+        f"mariadb-dump -h {db['host']} -P {db['port']} -u root --all-databases --single-transaction "
+        "| wc -c > /tmp/size && printf '{\"bytes\": %s}' $(cat /tmp/size) > /dev/termination-log"
     )
     env = [{"name": "MYSQL_PWD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]
     batch.create_namespaced_job(namespace, job_body("dump", script, env=env))
@@ -165,7 +178,7 @@ def test_pod_features_volumes_env_and_termination_message(stack: Stack, api: Any
             "initContainers": [
                 {
                     "name": "init",
-                    "image": "local/process",
+                    "image": IMAGE,
                     "command": ["sh", "-c", "echo from-init > /work/init.txt"],
                     "volumeMounts": [{"name": "work", "mountPath": "/work"}],
                     "securityContext": RESTRICTED,
@@ -259,7 +272,7 @@ def test_graceful_deletion_sends_sigterm_then_sigkill(stack: Stack, api: Any, na
                     "containers": [
                         {
                             "name": "c",
-                            "image": "local/process",
+                            "image": IMAGE,
                             "command": ["bash", "-c", script],
                             "volumeMounts": [{"name": "out", "mountPath": "/out"}],
                             "securityContext": RESTRICTED,
@@ -276,6 +289,12 @@ def test_graceful_deletion_sends_sigterm_then_sigkill(stack: Stack, api: Any, na
         eventually(lambda n=name: core.read_namespaced_pod(n, namespace).status.phase == "Running", timeout=60)
         uids[name] = core.read_namespaced_pod(name, namespace).metadata.uid
     time.sleep(1)
+    # The last status the kubelet reported before the pod object went away (the real kubelet
+    # deletes a pod's volumes with it, so the exit codes are what is left to look at).
+    final: dict[str, Any] = {}
+    watcher = threading.Thread(target=_record_final_statuses, args=(api, namespace, final), daemon=True)
+    watcher.start()
+    time.sleep(0.5)
     start = time.monotonic()
     for name in ("polite", "stubborn"):
         core.delete_namespaced_pod(name, namespace)
@@ -291,8 +310,29 @@ def test_graceful_deletion_sends_sigterm_then_sigkill(stack: Stack, api: Any, na
     polite_time = time.monotonic() - start
     eventually(lambda: gone("stubborn"), timeout=30, what="stubborn pod gone")
     stubborn_time = time.monotonic() - start
-    volumes = stack.state_dir / "kubelet" / "pods"
-    assert (volumes / uids["polite"] / "volumes" / "out" / "signal").read_text().strip() == "got-TERM"
-    assert (volumes / uids["stubborn"] / "volumes" / "out" / "signal").read_text().strip() == "started"
+    if stack.real_node:
+        watcher.join(timeout=10)
+        # polite's trap is its only way to exit 0; stubborn ignored SIGTERM and died of SIGKILL.
+        assert final["polite"].exit_code == 0, final
+        assert final["stubborn"].exit_code == 137, final
+    else:
+        volumes = stack.state_dir / "kubelet" / "pods"
+        assert (volumes / uids["polite"] / "volumes" / "out" / "signal").read_text().strip() == "got-TERM"
+        assert (volumes / uids["stubborn"] / "volumes" / "out" / "signal").read_text().strip() == "started"
     assert polite_time < 3, "a pod that exits on SIGTERM must not wait out its grace period"
     assert 3 <= stubborn_time < 15, f"SIGKILL should follow the 3s grace period (took {stubborn_time:.1f}s)"
+
+
+def _record_final_statuses(api: Any, namespace: str, final: dict[str, Any]) -> None:
+    """Keeps each pod's latest terminated container state until both pods are deleted."""
+    core = client.CoreV1Api(api)
+    deleted: set[str] = set()
+    for ev in watch.Watch().stream(core.list_namespaced_pod, namespace, timeout_seconds=40):
+        pod = ev["object"]
+        for cs in pod.status.container_statuses or []:
+            if cs.state.terminated is not None:
+                final[pod.metadata.name] = cs.state.terminated
+        if ev["type"] == "DELETED":
+            deleted.add(pod.metadata.name)
+        if {"polite", "stubborn"} <= deleted:
+            return

@@ -25,11 +25,26 @@ def test_chart_crds_are_identical_to_top_level_crds() -> None:
         assert filecmp.cmp(REPO / "crds" / name, REPO / "helm/mysql-backup-operator/crds" / name, shallow=False), name
 
 
+# No public image exists, so the chart requires one; these tests render it with a registry's name.
+IMAGE = ("--set", "image.repository=registry.example.com/mysql-backup-operator")
+
+
+def test_chart_requires_an_image_it_does_not_promise() -> None:
+    """The chart's default must not point at an image nobody published: it asks for one."""
+    r = subprocess.run(
+        [helm(), "template", "x", str(REPO / "helm/mysql-backup-operator"), "--kube-version", "1.35.4"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "image.repository is required" in r.stderr, r.stderr
+
+
 def test_rendered_manifests_are_current(tmp_path: Path) -> None:
     rendered = subprocess.run(
         [
             helm(), "template", "mysql-backup-operator", str(REPO / "helm/mysql-backup-operator"),
             "--namespace", "mysql-backup-system", "--include-crds", "--kube-version", "1.35.4",
+            "--set", "image.repository=REGISTRY/mysql-backup-operator",
         ],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
@@ -39,11 +54,11 @@ def test_rendered_manifests_are_current(tmp_path: Path) -> None:
 
 def test_helm_lint_and_schema_rejects_bad_values() -> None:
     chart = str(REPO / "helm/mysql-backup-operator")
-    lint = subprocess.run([helm(), "lint", chart], capture_output=True, text=True)
+    lint = subprocess.run([helm(), "lint", chart, *IMAGE], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     for bad in (["--set", "replicas=-1"], ["--set", "logLevel=LOUD"], ["--set", "metrics.port=0"], ["--set", "nope=1"]):
         r = subprocess.run(
-            [helm(), "template", "x", chart, "--kube-version", "1.35.4", *bad], capture_output=True, text=True
+            [helm(), "template", "x", chart, "--kube-version", "1.35.4", *IMAGE, *bad], capture_output=True, text=True
         )
         assert r.returncode != 0 and "values don't meet the specifications of the schema" in r.stderr, bad
 
@@ -52,7 +67,7 @@ def test_chart_options_render() -> None:
     chart = str(REPO / "helm/mysql-backup-operator")
     out = subprocess.run(
         [
-            helm(), "template", "x", chart, "--kube-version", "1.35.4", "--namespace", "ops",
+            helm(), "template", "x", chart, "--kube-version", "1.35.4", "--namespace", "ops", *IMAGE,
             "--set", "replicas=2", "--set", "watchNamespaces={team-a,team-b}",
             "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true",
         ],

@@ -24,7 +24,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "mbo.image" -}}
-{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{ required "image.repository is required: build the image from the Dockerfile, push it to your registry and set image.repository (docs/install.md)" .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
 {{- end -}}
 
 {{/* Rules for the watched resources; the same whether granted cluster-wide or per namespace. */}}

@@ -1,0 +1,3 @@
+module mysqlbackup.dev/hack/pause
+
+go 1.22
