@@ -595,8 +595,7 @@ class Reconciler:
         store = self.store(ns, loc)
         try:
             # Manifest first: a dump without a manifest is never imported or restored.
-            store.delete(loc.manifest_key)
-            store.delete(loc.dump_key)
+            store.delete_backup(manifest_key=loc.manifest_key, dump_key=loc.dump_key)
         finally:
             store.close()
         LOG.info("Backup %s/%s: deleted s3://%s/%s", ns, name, loc.bucket, loc.dump_key)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -27,6 +26,8 @@ from typing import IO, Any
 
 from .. import __version__
 from ..api import Compression, Reason
+from ..contract import manifest as mf
+from ..contract import result as res
 from . import errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
@@ -47,8 +48,6 @@ SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 READ_CHUNK = 1024 * 1024
 HEADER_SCAN = 256 * 1024
 TERMINATION_LOG = os.environ.get("MBO_TERMINATION_LOG", "/dev/termination-log")
-MAX_RESULT = 4000
-MANIFEST_VERSION = 1
 
 
 def now() -> dt.datetime:
@@ -275,29 +274,34 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             os.unlink(defaults)
     completed = now()
     binlog = parse_binlog(header)
-    location = f"s3://{cfg.storage.bucket}/{cfg.storage.dump_key}"
-    manifest = {
-        "manifestVersion": MANIFEST_VERSION,
-        "agentVersion": __version__,
-        "backup": {k: cfg.backup.get(k) for k in ("name", "namespace", "uid", "policy", "trigger")},
-        "object": cfg.storage.dump_key,
-        "compression": str(compression),
-        "sha256": sha.hexdigest(),
-        "sizeBytes": raw_bytes,
-        "storedBytes": writer.bytes_written,
-        "databases": meta["databases"],
-        "counts": meta["counts"],
-        "serverVersion": meta["serverVersion"],
-        "binlog": binlog.__dict__ if binlog else None,
-        "startedAt": iso(started),
-        "completedAt": iso(completed),
-        "durationSeconds": round(time.monotonic() - t0, 2),
-    }
+    manifest = mf.Manifest(
+        objects=(
+            mf.ManifestObject(
+                key=cfg.storage.dump_key,
+                kind=mf.ObjectKind.DUMP,
+                sha256=sha.hexdigest(),
+                stored_bytes=writer.bytes_written,
+                size_bytes=raw_bytes,
+            ),
+        ),
+        compression=compression,
+        databases=tuple(meta["databases"]),
+        size_bytes=raw_bytes,
+        stored_bytes=writer.bytes_written,
+        counts=meta["counts"],
+        server_version=meta["serverVersion"],
+        binlog=binlog.__dict__ if binlog else None,
+        backup={k: cfg.backup.get(k) for k in ("name", "namespace", "uid", "policy", "trigger")},
+        agent_version=__version__,
+        started_at=iso(started),
+        completed_at=iso(completed),
+        duration_seconds=round(time.monotonic() - t0, 2),
+    )
     try:
         s3.put_object(
             Bucket=cfg.storage.bucket,
             Key=cfg.storage.manifest_key,
-            Body=json.dumps(manifest, indent=2).encode(),
+            Body=manifest.to_json(),
             ContentType="application/json",
         )
     except Exception as e:
@@ -305,40 +309,23 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             s3.delete_object(Bucket=cfg.storage.bucket, Key=cfg.storage.dump_key)
         raise errors.from_s3(e, what="backup manifest", missing_means_not_found=False) from None
-    return {
-        "ok": True,
-        "operation": "backup",
-        "location": location,
-        "manifestLocation": f"s3://{cfg.storage.bucket}/{cfg.storage.manifest_key}",
-        "sizeBytes": raw_bytes,
-        "storedBytes": writer.bytes_written,
-        "sha256": manifest["sha256"],
-        "compression": str(compression),
-        "tableCount": meta["counts"]["tables"],
-        "databases": meta["databases"],
-        "serverVersion": meta["serverVersion"],
-        "binlog": {k: v for k, v in (binlog.__dict__ if binlog else {}).items() if v is not None} or None,
-        "startedAt": iso(started),
-        "completedAt": iso(completed),
-        "durationSeconds": manifest["durationSeconds"],
-    }
+    return res.BackupResult(
+        bucket=cfg.storage.bucket, manifest_key=cfg.storage.manifest_key, manifest=manifest
+    ).to_dict()
 
 
 # ----------------------------------------------------------------------------- restore
 
 
-def read_manifest(cfg: AgentConfig, s3: Any) -> dict[str, Any]:
+def read_manifest(cfg: AgentConfig, s3: Any) -> mf.Manifest:
     try:
         body = s3.get_object(Bucket=cfg.storage.bucket, Key=cfg.storage.manifest_key)["Body"].read()
     except Exception as e:
         raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
     try:
-        manifest = json.loads(body)
-    except ValueError:
-        raise AgentError(Reason.CHECKSUM_MISMATCH, "the backup manifest is not valid JSON", permanent=True) from None
-    if not isinstance(manifest, dict) or "sha256" not in manifest:
-        raise AgentError(Reason.CHECKSUM_MISMATCH, "the backup manifest has no sha256", permanent=True)
-    return manifest
+        return mf.parse(body)
+    except mf.ManifestError as e:
+        raise AgentError(Reason.CHECKSUM_MISMATCH, str(e), permanent=True) from None
 
 
 def verify_object(cfg: AgentConfig, s3: Any, expected: str) -> tuple[int, bytes]:
@@ -368,15 +355,21 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     s3 = storage.client(cfg.storage)
     manifest = read_manifest(cfg, s3)
-    expected = str(cfg.restore.get("expectedSha256") or manifest["sha256"])
-    if manifest["sha256"] != expected:
+    expected = str(cfg.restore.get("expectedSha256") or manifest.sha256)
+    if manifest.sha256 != expected:
         raise AgentError(
             Reason.CHECKSUM_MISMATCH,
-            f"manifest sha256 {manifest['sha256']} differs from the Backup's recorded {expected}",
+            f"manifest sha256 {manifest.sha256} differs from the Backup's recorded {expected}",
+            permanent=True,
+        )
+    if len(manifest.objects) != 1 or manifest.primary.kind != mf.ObjectKind.DUMP:
+        raise AgentError(
+            Reason.RESTORE_FAILED,
+            f"this agent restores single-object backups; the manifest lists {len(manifest.objects)} objects",
             permanent=True,
         )
     size, head = verify_object(cfg, s3, expected)
-    declared = Compression(manifest.get("compression", "none"))
+    declared = manifest.compression
     detected = detect_compression(head)
     if declared != Compression.NONE and detected != declared:
         raise AgentError(
@@ -384,9 +377,9 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
         )
     # Fail fast on credentials before streaming anything.
     connect(cfg).close()
-    databases = list(cfg.restore.get("databases") or manifest.get("databases") or [])
+    databases = list(cfg.restore.get("databases") or manifest.databases)
     target = cfg.restore.get("target")
-    backed_up = list(manifest.get("databases") or [])
+    backed_up = list(manifest.databases)
     filt = None
     if sorted(databases) != sorted(backed_up) or target:
         filt = DatabaseFilter(databases, target)
@@ -431,29 +424,23 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(defaults)
-    return {
-        "ok": True,
-        "operation": "restore",
-        "databases": [target] if target else databases,
-        "sourceDatabases": databases,
-        "storedBytes": size,
-        "appliedBytes": applied,
-        "sha256": expected,
-        "startedAt": iso(started),
-        "completedAt": iso(now()),
-        "durationSeconds": round(time.monotonic() - t0, 2),
-    }
+    return res.RestoreResult(
+        databases=(target,) if target else tuple(databases),
+        source_databases=tuple(databases),
+        stored_bytes=size,
+        applied_bytes=applied,
+        sha256=expected,
+        started_at=iso(started),
+        completed_at=iso(now()),
+        duration_seconds=round(time.monotonic() - t0, 2),
+    ).to_dict()
 
 
 # ----------------------------------------------------------------------------- entry point
 
 
 def write_result(result: dict[str, Any]) -> None:
-    text = json.dumps(result, separators=(",", ":"), sort_keys=True)
-    if len(text) > MAX_RESULT and "message" in result:
-        over = len(text) - MAX_RESULT + 20
-        result = {**result, "message": "..." + str(result["message"])[over:]}
-        text = json.dumps(result, separators=(",", ":"), sort_keys=True)
+    text = res.encode(result)
     print(text, flush=True)
     with contextlib.suppress(OSError), open(TERMINATION_LOG, "w") as f:
         f.write(text)
@@ -480,17 +467,17 @@ def main(argv: list[str] | None = None) -> int:
     except AgentError as e:
         msg = errors.scrub(e.message, cfg.secrets)
         LOG.error("%s failed: %s: %s", op, e.reason, msg)
-        write_result({"ok": False, "operation": op, "reason": str(e.reason), "message": msg})
+        write_result(res.Failure(operation=op, reason=str(e.reason), message=msg).to_dict())
         return 2 if e.permanent else 1
     except Terminated:
         msg = f"{op} was stopped by SIGTERM (pod deleted or evicted); nothing partial was published"
-        write_result({"ok": False, "operation": op, "reason": str(Reason.INTERRUPTED), "message": msg})
+        write_result(res.Failure(operation=op, reason=str(Reason.INTERRUPTED), message=msg).to_dict())
         return 1
     except Exception as e:
         msg = errors.scrub(f"{type(e).__name__}: {e}", cfg.secrets)
         LOG.error("%s failed unexpectedly: %s", op, msg)
         reason = Reason.DUMP_FAILED if op == "backup" else Reason.RESTORE_FAILED
-        write_result({"ok": False, "operation": op, "reason": str(reason), "message": msg})
+        write_result(res.Failure(operation=op, reason=str(reason), message=msg).to_dict())
         return 1
     LOG.info("%s completed in %.1fs", op, result.get("durationSeconds", 0))
     write_result(result)

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import boto3
-from botocore.config import Config
+from ..contract.s3 import client
 
-from .config import StorageConfig
+__all__ = ["MultipartWriter", "client", "iter_object", "part_size_for"]
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 # S3 allows 10,000 parts. Parts double in size every 2,000, so the limit is ~500 GiB of
@@ -28,28 +27,6 @@ READ_CHUNK = 1024 * 1024
 def part_size_for(number: int, base: int = DEFAULT_PART_SIZE) -> int:
     """Size of part `number` (1-based)."""
     return int(base * 2 ** ((number - 1) // PARTS_PER_SIZE_STEP))
-
-
-def client(cfg: StorageConfig) -> Any:
-    session = boto3.session.Session(
-        aws_access_key_id=cfg.access_key_id,
-        aws_secret_access_key=cfg.secret_access_key,
-        aws_session_token=cfg.session_token,
-        region_name=cfg.region,
-    )
-    return session.client(
-        "s3",
-        endpoint_url=cfg.endpoint or None,
-        verify=cfg.ca_file or True,
-        config=Config(
-            s3={"addressing_style": "path" if cfg.force_path_style else "auto"},
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=60,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
 
 
 class MultipartWriter:
