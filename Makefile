@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STACK := $(BIN)/python hack/stack.py
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all deps venv binaries lint unit test e2e demo stack-up stack-down stack-env clean
+.PHONY: all deps venv binaries lint unit test e2e demo stack-up stack-down stack-env clean bench
 
 all: test
 
@@ -40,6 +40,10 @@ test: deps venv binaries lint
 
 e2e: deps venv binaries
 	$(BIN)/pytest -q -rs tests/e2e
+
+## Data-path benchmark (not part of `make test`): BENCH_ARGS=--small for a ~100 MB quick run.
+bench: deps venv binaries
+	$(BIN)/python hack/bench.py $(BENCH_ARGS)
 
 stack-up: deps venv binaries
 	$(STACK) up

@@ -31,10 +31,10 @@ from ..contract import result as res
 from . import errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
+from .pipeline import compress_stream
 from .sqlstream import (
     DatabaseFilter,
     client_binary,
-    compressor,
     decompress,
     detect_compression,
     dump_command,
@@ -223,38 +223,20 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stderr is not None
         err = StderrTail(proc.stderr)
-        comp = compressor(compression, cfg.backup.get("compressionLevel"))
-        sha = hashlib.sha256()
-        raw_bytes = 0
-        header = b""
-        last = b""
         try:
-            while True:
-                chunk = proc.stdout.read(READ_CHUNK)
-                if not chunk:
-                    break
-                raw_bytes += len(chunk)
-                if len(header) < HEADER_SCAN:
-                    header += chunk[: HEADER_SCAN - len(header)]
-                last = (last + chunk)[-512:]
-                out = comp.compress(chunk)
-                if out:
-                    sha.update(out)
-                    writer.write(out)
+            stats = compress_stream(
+                proc.stdout, kind=compression, level=cfg.backup.get("compressionLevel"), sink=writer.write
+            )
             code = proc.wait()
             if code != 0:
                 raise errors.from_tool_stderr(
                     errors.scrub(err.text(), cfg.secrets), code, tool="mysqldump", what="backup"
                 )
             skip_comments = "--skip-comments" in (cfg.backup.get("extraDumpArgs") or ())
-            if not skip_comments and b"-- Dump completed" not in last:
+            if not skip_comments and b"-- Dump completed" not in stats.tail:
                 raise AgentError(
                     Reason.DUMP_FAILED, "mysqldump output ended without its completion marker", permanent=False
                 )
-            out = comp.flush()
-            if out:
-                sha.update(out)
-                writer.write(out)
             writer.complete()
         except AgentError:
             raise
@@ -273,20 +255,20 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             os.unlink(defaults)
     completed = now()
-    binlog = parse_binlog(header)
+    binlog = parse_binlog(stats.header)
     manifest = mf.Manifest(
         objects=(
             mf.ManifestObject(
                 key=cfg.storage.dump_key,
                 kind=mf.ObjectKind.DUMP,
-                sha256=sha.hexdigest(),
+                sha256=stats.sha256,
                 stored_bytes=writer.bytes_written,
-                size_bytes=raw_bytes,
+                size_bytes=stats.raw_bytes,
             ),
         ),
         compression=compression,
         databases=tuple(meta["databases"]),
-        size_bytes=raw_bytes,
+        size_bytes=stats.raw_bytes,
         stored_bytes=writer.bytes_written,
         counts=meta["counts"],
         server_version=meta["serverVersion"],
