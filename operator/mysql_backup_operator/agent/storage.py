@@ -32,7 +32,9 @@ def part_size_for(number: int, base: int = DEFAULT_PART_SIZE) -> int:
 class MultipartWriter:
     """write() bytes in any sizes; complete() publishes the object, abort() guarantees nothing is.
 
-    Memory: the chunks of the part being filled, plus at most `max_in_flight` parts uploading.
+    Memory: one part-sized buffer being filled plus at most `max_in_flight` parts uploading. The
+    buffer is allocated once per part at its final size and handed to the upload as it is (no
+    list of chunks joined into a second copy), so a part costs its size once.
     """
 
     def __init__(
@@ -47,8 +49,8 @@ class MultipartWriter:
     ) -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
         self.part_size = part_size
-        self.pending: list[bytes] = []
-        self.pending_len = 0
+        self.buf = bytearray(part_size_for(1, part_size))
+        self.filled = 0
         self.parts: list[Future[dict[str, Any]]] = []
         self.slots = threading.BoundedSemaphore(max_in_flight)
         self.pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="s3-part")
@@ -57,21 +59,24 @@ class MultipartWriter:
         self.closed = False
 
     def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self.pending.append(data)
-        self.pending_len += len(data)
-        self.bytes_written += len(data)
-        if self.pending_len >= part_size_for(len(self.parts) + 1, self.part_size):
-            self._flush_pending()
+        view = memoryview(data)
+        self.bytes_written += len(view)
+        while view:
+            n = min(len(view), len(self.buf) - self.filled)
+            self.buf[self.filled : self.filled + n] = view[:n]
+            self.filled += n
+            view = view[n:]
+            if self.filled == len(self.buf):
+                self._flush_pending()
 
     def _flush_pending(self) -> None:
-        body = b"".join(self.pending)
-        self.pending.clear()
-        self.pending_len = 0
+        body = self.buf
+        del body[self.filled :]  # only the last part is short; truncating in place copies nothing
         self._submit(body)
+        self.buf = bytearray(part_size_for(len(self.parts) + 1, self.part_size))
+        self.filled = 0
 
-    def _submit(self, chunk: bytes) -> None:
+    def _submit(self, chunk: bytearray) -> None:
         for f in self.parts:  # surface an earlier part's failure as soon as possible
             if f.done() and f.exception() is not None:
                 raise f.exception()  # type: ignore[misc]
@@ -79,7 +84,7 @@ class MultipartWriter:
         number = len(self.parts) + 1
         self.parts.append(self.pool.submit(self._upload, number, chunk))
 
-    def _upload(self, number: int, chunk: bytes) -> dict[str, Any]:
+    def _upload(self, number: int, chunk: bytearray) -> dict[str, Any]:
         try:
             r = self.s3.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
@@ -89,8 +94,9 @@ class MultipartWriter:
             self.slots.release()
 
     def complete(self) -> None:
-        if self.pending or not self.parts:
+        if self.filled or not self.parts:
             self._flush_pending()
+        self.buf = bytearray()
         done = [f.result() for f in self.parts]
         self.s3.complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": done}
