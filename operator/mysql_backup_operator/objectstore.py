@@ -184,6 +184,15 @@ class Store:
         except Exception as e:
             raise _error(e, f"list s3://{self.bucket}/{prefix}") from None
 
+    def holds_all_of(self, manifest: Mapping[str, Any]) -> bool:
+        """Every object the manifest (v1 or v2) lists is there with its recorded size: only then
+        is it a backup (a manifest whose data is partly gone must not be imported or trusted)."""
+        try:
+            parsed = mf.parse(manifest)
+        except mf.ManifestError:
+            return False
+        return all(self.size(o.key) == o.stored_bytes for o in parsed.objects)
+
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 

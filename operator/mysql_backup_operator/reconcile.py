@@ -350,7 +350,7 @@ class Reconciler:
             manifest = store.read_json(loc.manifest_key)
             if not manifest or (manifest.get("backup") or {}).get("uid") != obj["metadata"]["uid"]:
                 return None
-            if store.size(manifest.get("object", "")) != manifest.get("storedBytes"):
+            if not store.holds_all_of(manifest):
                 return None
         except StorageError:
             return None
@@ -510,6 +510,8 @@ class Reconciler:
                 databases=databases,
                 target=target,
                 db_key=db_key,
+                tables=spec.tables,
+                parallelism=spec.parallelism,
             )
             created = self.kube.create_job(rendered)
             job_name = rendered["metadata"]["name"]

@@ -10,7 +10,9 @@ Exit codes: 0 success, 1 failure worth a retry, 2 failure no retry can fix.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -28,10 +30,12 @@ from .. import __version__
 from ..api import Compression, Reason
 from ..contract import manifest as mf
 from ..contract import result as res
+from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
+from ..contract.keys import directory_of
 from . import errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
-from .pipeline import compress_stream
+from .pipeline import SplitUpload, compress_stream
 from .sqlstream import (
     DatabaseFilter,
     client_binary,
@@ -199,6 +203,8 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
     defaults = write_defaults_file(cfg.db, tmpdir)
     proc: subprocess.Popen[bytes] | None = None
     writer: storage.MultipartWriter | None = None
+    split: SplitUpload | None = None
+    per_table = cfg.backup.get("layout") == LAYOUT_PER_TABLE
     try:
         argv = dump_command(
             binary=client_binary("mariadb-dump", "mysqldump"),
@@ -209,16 +215,20 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             capture_binlog=meta["binlogEnabled"],
             extra_args=cfg.backup.get("extraDumpArgs") or (),
         )
+        metadata = {"mysqlbackup-backup": str(cfg.backup.get("name", "")), "mysqlbackup-compression": compression}
+        level = cfg.backup.get("compressionLevel")
         try:
-            writer = storage.MultipartWriter(
-                s3,
-                cfg.storage.bucket,
-                cfg.storage.dump_key,
-                metadata={
-                    "mysqlbackup-backup": str(cfg.backup.get("name", "")),
-                    "mysqlbackup-compression": compression,
-                },
-            )
+            if per_table:
+                split = SplitUpload(
+                    s3=s3,
+                    bucket=cfg.storage.bucket,
+                    directory=directory_of(cfg.storage.manifest_key),
+                    kind=compression,
+                    level=level,
+                    metadata=metadata,
+                )
+            else:
+                writer = storage.MultipartWriter(s3, cfg.storage.bucket, cfg.storage.dump_key, metadata=metadata)
         except Exception as e:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -226,9 +236,11 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         err = StderrTail(proc.stderr)
         t_stream = time.monotonic()
         try:
-            stats = compress_stream(
-                proc.stdout, kind=compression, level=cfg.backup.get("compressionLevel"), sink=writer.write
-            )
+            if split is not None:
+                stats = split.stream(proc.stdout)
+            else:
+                assert writer is not None
+                stats = compress_stream(proc.stdout, kind=compression, level=level, sink=writer.write)
             code = proc.wait()
             if code != 0:
                 raise errors.from_tool_stderr(
@@ -240,13 +252,29 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                     Reason.DUMP_FAILED, "mysqldump output ended without its completion marker", permanent=False
                 )
             t_complete = time.monotonic()
-            writer.complete()
+            if split is not None:
+                objects = split.finish()
+            else:
+                assert writer is not None
+                writer.complete()
+                objects = [
+                    mf.ManifestObject(
+                        key=cfg.storage.dump_key,
+                        kind=mf.ObjectKind.DUMP,
+                        sha256=stats.sha256,
+                        stored_bytes=writer.bytes_written,
+                        size_bytes=stats.raw_bytes,
+                    )
+                ]
             LOG.info(
-                "metadata %.2fs, stream %.2fs (%d bytes -> %d stored), upload completion %.2fs",
+                "metadata %.2fs, stream %.2fs (%d bytes -> %d stored in %d objects, %.2fs waiting for upload "
+                "slots), upload completion %.2fs",
                 t_meta - t0,
                 t_complete - t_stream,
                 stats.raw_bytes,
-                stats.stored_bytes,
+                sum(o.stored_bytes or 0 for o in objects),
+                len(objects),
+                writer.slot_wait if writer else split.slot_wait if split else 0.0,
                 time.monotonic() - t_complete,
             )
         except AgentError:
@@ -261,6 +289,8 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         _kill(proc)
         if writer is not None:
             writer.abort()
+        if split is not None:
+            split.abort()
         raise
     finally:
         with contextlib.suppress(OSError):
@@ -268,19 +298,11 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
     completed = now()
     binlog = parse_binlog(stats.header)
     manifest = mf.Manifest(
-        objects=(
-            mf.ManifestObject(
-                key=cfg.storage.dump_key,
-                kind=mf.ObjectKind.DUMP,
-                sha256=stats.sha256,
-                stored_bytes=writer.bytes_written,
-                size_bytes=stats.raw_bytes,
-            ),
-        ),
+        objects=tuple(objects),
         compression=compression,
         databases=tuple(meta["databases"]),
         size_bytes=stats.raw_bytes,
-        stored_bytes=writer.bytes_written,
+        stored_bytes=sum(o.stored_bytes or 0 for o in objects),
         counts=meta["counts"],
         server_version=meta["serverVersion"],
         binlog=binlog.__dict__ if binlog else None,
@@ -299,8 +321,9 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         )
     except Exception as e:
         # A dump without its manifest is not a backup: remove it so nothing looks complete.
-        with contextlib.suppress(Exception):
-            s3.delete_object(Bucket=cfg.storage.bucket, Key=cfg.storage.dump_key)
+        for o in objects:
+            with contextlib.suppress(Exception):
+                s3.delete_object(Bucket=cfg.storage.bucket, Key=o.key)
         raise errors.from_s3(e, what="backup manifest", missing_means_not_found=False) from None
     return res.BackupResult(
         bucket=cfg.storage.bucket, manifest_key=cfg.storage.manifest_key, manifest=manifest
@@ -355,10 +378,12 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
             f"manifest sha256 {manifest.sha256} differs from the Backup's recorded {expected}",
             permanent=True,
         )
-    if len(manifest.objects) != 1 or manifest.primary.kind != mf.ObjectKind.DUMP:
+    if len(manifest.objects) > 1 or manifest.primary.kind != mf.ObjectKind.DUMP:
+        return restore_per_table(cfg, s3, manifest, started=started, t0=t0)
+    if cfg.restore.get("tables"):
         raise AgentError(
             Reason.RESTORE_FAILED,
-            f"this agent restores single-object backups; the manifest lists {len(manifest.objects)} objects",
+            "spec.tables needs a backup taken with layout perTable; this one is a single object",
             permanent=True,
         )
     size, head = verify_object(cfg, s3, expected)
@@ -426,6 +451,191 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
         started_at=iso(started),
         completed_at=iso(now()),
         duration_seconds=round(time.monotonic() - t0, 2),
+    ).to_dict()
+
+
+# ----------------------------------------------------------------------------- per-table restore
+
+
+def _verify_key(s3: Any, bucket: str, o: mf.ManifestObject) -> None:
+    sha = hashlib.sha256()
+    size = 0
+    try:
+        for chunk in storage.iter_object(s3, bucket, o.key):
+            sha.update(chunk)
+            size += len(chunk)
+    except Exception as e:
+        raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
+    if sha.hexdigest() != o.sha256 or (o.stored_bytes is not None and size != o.stored_bytes):
+        raise AgentError(
+            Reason.CHECKSUM_MISMATCH,
+            f"stored object {o.key} has sha256 {sha.hexdigest()} ({size} bytes), the manifest says "
+            f"{o.sha256} ({o.stored_bytes} bytes); nothing was restored",
+            permanent=True,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What a restore applies: whole databases (optionally renamed), or only some tables."""
+
+    databases: tuple[str, ...]
+    target: str | None
+    tables: tuple[tuple[str, str], ...]  # (database, table); empty = every table of `databases`
+    rename: bool  # a DatabaseFilter is needed (subset of databases, or a target name)
+
+    def wants(self, o: mf.ManifestObject) -> bool:
+        if o.kind != mf.ObjectKind.TABLE:
+            return not self.tables  # a table-level restore leaves schema objects alone
+        if o.database not in self.databases:
+            return False
+        return not self.tables or (o.database or "", o.table or "") in self.tables
+
+
+def _selection(cfg: AgentConfig, manifest: mf.Manifest) -> Selection:
+    tables: list[tuple[str, str]] = []
+    for t in cfg.restore.get("tables") or []:
+        db, _, name = str(t).partition(".")
+        tables.append((db, name))
+    databases = tuple(cfg.restore.get("databases") or sorted({d for d, _ in tables}) or manifest.databases)
+    target = cfg.restore.get("target") or None
+    backed_up = {o.database for o in manifest.objects if o.kind == mf.ObjectKind.TABLE} | set(manifest.databases)
+    missing = [d for d in databases if d not in backed_up]
+    have = {(o.database, o.table) for o in manifest.objects if o.kind == mf.ObjectKind.TABLE}
+    missing += [f"{d}.{t}" for d, t in tables if (d, t) not in have]
+    if missing:
+        raise AgentError(Reason.RESTORE_FAILED, f"not in this backup: {', '.join(missing)}", permanent=True)
+    rename = bool(target) or sorted(databases) != sorted(manifest.databases)
+    return Selection(databases=databases, target=target, tables=tuple(tables), rename=rename)
+
+
+class _Applier:
+    """Streams stored objects into `mysql` clients, one client per object, and can stop them all."""
+
+    def __init__(self, cfg: AgentConfig, s3: Any, manifest: mf.Manifest, sel: Selection, defaults: str) -> None:
+        self.cfg, self.s3, self.manifest, self.sel = cfg, s3, manifest, sel
+        self.argv = mysql_command(binary=client_binary("mariadb", "mysql"), defaults_file=defaults, db=cfg.db)
+        self.procs: set[subprocess.Popen[bytes]] = set()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def apply(self, o: mf.ManifestObject, prefix: bytes = b"") -> int:
+        if self.stopped.is_set():
+            return 0
+        proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with self.lock:
+            self.procs.add(proc)
+        assert proc.stdin is not None and proc.stderr is not None
+        err = StderrTail(proc.stderr)
+        filt = DatabaseFilter(self.sel.databases, self.sel.target) if self.sel.rename else None
+        applied = 0
+        try:
+            if prefix:
+                proc.stdin.write(prefix)
+            chunks = decompress(storage.iter_object(self.s3, self.cfg.storage.bucket, o.key), self.manifest.compression)
+            for chunk in chunks:
+                out = filt.feed(chunk) if filt else chunk
+                if out:
+                    proc.stdin.write(out)
+                    applied += len(out)
+            if filt:
+                proc.stdin.write(filt.flush())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # mysql died; its exit code and stderr tell why
+        except Exception as e:
+            _kill(proc)
+            if _is_storage_error(e):
+                raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
+            raise AgentError(Reason.RESTORE_FAILED, f"cannot decode {o.key}: {e}", permanent=True) from None
+        code = proc.wait()
+        with self.lock:
+            self.procs.discard(proc)
+        if code != 0:
+            what = f"restore of {o.database}.{o.table}" if o.table else f"restore ({o.kind})"
+            raise errors.from_tool_stderr(errors.scrub(err.text(), self.cfg.secrets), code, tool="mysql", what=what)
+        return applied
+
+    def stop(self) -> None:
+        self.stopped.set()
+        with self.lock:
+            procs = list(self.procs)
+        for p in procs:
+            _kill(p)
+
+
+def restore_per_table(
+    cfg: AgentConfig, s3: Any, manifest: mf.Manifest, *, started: dt.datetime, t0: float
+) -> dict[str, Any]:
+    """Prologue, then the tables over `parallelism` concurrent mysql clients, then the epilogue.
+
+    Every object's sha256 is checked before the first byte reaches the database. A table-level
+    restore runs neither prologue nor epilogue (they would drop and re-create the database):
+    it creates the database if missing and replaces only the chosen tables.
+    """
+    parallelism = max(1, int(cfg.restore.get("parallelism") or DEFAULT_RESTORE_PARALLELISM))
+    sel = _selection(cfg, manifest)
+    chosen = [o for o in manifest.objects if sel.wants(o)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="verify") as pool:
+        list(pool.map(lambda o: _verify_key(s3, cfg.storage.bucket, o), manifest.objects))
+    t_verified = time.monotonic()
+    connect(cfg).close()  # fail fast on credentials before streaming anything
+    defaults = write_defaults_file(cfg.db, os.environ.get("TMPDIR", "/tmp"))
+    applier = _Applier(cfg, s3, manifest, sel, defaults)
+    applied = 0
+    try:
+        prologue = [o for o in chosen if o.kind == mf.ObjectKind.PROLOGUE]
+        epilogue = [o for o in chosen if o.kind == mf.ObjectKind.EPILOGUE]
+        tables = [o for o in chosen if o.kind == mf.ObjectKind.TABLE]
+        create = b""
+        if sel.tables:
+            names = [sel.target] if sel.target else list(sel.databases)
+            create = b"".join(
+                b"CREATE DATABASE IF NOT EXISTS `" + n.replace("`", "``").encode() + b"`;\n" for n in names
+            )
+        for o in prologue:
+            applied += applier.apply(o)
+        # Largest first, so one big table does not start last and run alone at the end.
+        tables.sort(key=lambda o: -(o.size_bytes or 0))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="restore") as pool:
+            futures = [pool.submit(applier.apply, o, create) for o in tables]
+            try:
+                for f in concurrent.futures.as_completed(futures):
+                    applied += f.result()
+            except BaseException:
+                applier.stop()
+                for f in futures:
+                    f.cancel()
+                raise
+        for o in epilogue:
+            applied += applier.apply(o)
+    except BaseException:
+        applier.stop()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(defaults)
+    LOG.info(
+        "verified %d objects in %.2fs; applied %d of them (%d tables, %d streams) in %.2fs",
+        len(manifest.objects),
+        t_verified - t0,
+        len(chosen),
+        len([o for o in chosen if o.kind == mf.ObjectKind.TABLE]),
+        parallelism,
+        time.monotonic() - t_verified,
+    )
+    restored = (sel.target,) if sel.target else sel.databases
+    return res.RestoreResult(
+        databases=tuple(restored),
+        source_databases=sel.databases,
+        stored_bytes=sum(o.stored_bytes or 0 for o in chosen),
+        applied_bytes=applied,
+        sha256=manifest.sha256,
+        started_at=iso(started),
+        completed_at=iso(now()),
+        duration_seconds=round(time.monotonic() - t0, 2),
+        objects_restored=len(chosen),
+        parallelism=parallelism,
     ).to_dict()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -57,6 +58,7 @@ class MultipartWriter:
         self.upload_id: str = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})["UploadId"]
         self.bytes_written = 0
         self.closed = False
+        self.slot_wait = 0.0  # seconds the writer blocked because max_in_flight parts were uploading
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -80,7 +82,9 @@ class MultipartWriter:
         for f in self.parts:  # surface an earlier part's failure as soon as possible
             if f.done() and f.exception() is not None:
                 raise f.exception()  # type: ignore[misc]
+        t = time.monotonic()
         self.slots.acquire()
+        self.slot_wait += time.monotonic() - t
         number = len(self.parts) + 1
         self.parts.append(self.pool.submit(self._upload, number, chunk))
 

@@ -21,6 +21,12 @@ ENV_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
 ENV_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
 ENV_SESSION_TOKEN = "AWS_SESSION_TOKEN"
 
+# backup.layout: one object for the whole dump (the default), or one per table plus a prologue
+# and an epilogue (restorable in parallel, and table by table).
+LAYOUT_SINGLE = "single"
+LAYOUT_PER_TABLE = "perTable"
+DEFAULT_RESTORE_PARALLELISM = 4
+
 
 @dataclass(frozen=True)
 class DbConfig:

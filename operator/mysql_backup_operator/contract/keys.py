@@ -11,6 +11,8 @@ under one folder, so deleting or importing a backup is a prefix operation.
 
 from __future__ import annotations
 
+import re
+
 from ..api import Compression
 
 MANIFEST_NAME = "manifest.json"
@@ -37,3 +39,23 @@ def directory_of(key: str) -> str:
 
 def is_manifest(key: str) -> bool:
     return key.endswith("/" + MANIFEST_NAME)
+
+
+def _slug(name: str, limit: int = 48) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:limit] or "_"
+
+
+def part_key(
+    directory: str, compression: Compression, *, kind: str, index: int = 0, database: str = "", table: str = ""
+) -> str:
+    """Keys of a per-table (v2) backup's objects, all inside the backup's folder:
+
+        <dir>/0-prologue.sql.zst, <dir>/1-tables/00001-<db>.<table>.sql.zst, <dir>/2-epilogue.sql.zst
+
+    The index keeps keys unique and in dump order whatever the names; the names are only for
+    people browsing the bucket (sanitised; the manifest has the real ones).
+    """
+    ext = compression.extension
+    if kind == "table":
+        return f"{directory}/1-tables/{index:05d}-{_slug(database)}.{_slug(table)}{ext}"
+    return f"{directory}/{'0' if kind == 'prologue' else '2'}-{kind}{ext}"
