@@ -156,6 +156,8 @@ class Bench:
     env: Any  # tests.e2e.conftest.Env
     rows: int
     tables: int
+    layout: str = "perTable"
+    parallelism: int | None = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -291,8 +293,11 @@ class Bench:
         from tests.e2e.conftest import s3_client
 
         st = self.env.get("backups", backup)["status"]
-        key = st["storage"]["dumpKey"]
         s3 = s3_client(self.stack)
+        manifest = json.loads(s3.get_object(Bucket=self.env.bucket, Key=st["storage"]["manifestKey"])["Body"].read())
+        # A perTable backup's objects, in order, are zstd frames that decompress to a complete,
+        # sequential dump: the fair single-stream reference for its parallel restore.
+        keys = [o["key"] for o in manifest.get("objects") or [{"key": manifest["object"]}]]
         with self.defaults_file() as cnf:
             t0 = time.monotonic()
             zstd = subprocess.Popen(["zstd", "-dc", "-q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -303,9 +308,10 @@ class Bench:
             )
             assert zstd.stdout is not None
             zstd.stdout.close()
-            body = s3.get_object(Bucket=self.env.bucket, Key=key)["Body"]
-            for chunk in iter(lambda: body.read(1 << 20), b""):
-                zstd.stdin.write(chunk)
+            for key in keys:
+                body = s3.get_object(Bucket=self.env.bucket, Key=key)["Body"]
+                for chunk in iter(lambda: body.read(1 << 20), b""):  # noqa: B023 - used at once
+                    zstd.stdin.write(chunk)
             zstd.stdin.close()
             rcs = (zstd.wait(), mysql.wait())
             elapsed = time.monotonic() - t0
@@ -316,7 +322,7 @@ class Bench:
 
     def run_restore(self, backup: str = "bench-backup", name: str = "bench-restore") -> None:
         marker = f'"name":"{name}"'.encode()
-        self.env.restore(name, backup)
+        self.env.restore(name, backup, **({"parallelism": self.parallelism} if self.parallelism else {}))
         self._wait("restores", name, lambda s: s.get("phase") in ("Restoring", "Completed", "Failed"), 3600)
         with PodMemory(marker) as mem:
             t0 = time.monotonic()
@@ -356,7 +362,7 @@ class Bench:
             rows.append(("Backup CR create -> Completed", f"{b['seconds']:.1f}", mbps(b["seconds"]), mem, ratio))
             if b.get("agentSeconds"):
                 inner = f"{ref / b['agentSeconds']:.2f}x" if ref else ""
-                rows.append(("  of which the agent's own run", f"{b['agentSeconds']:.1f}", "", "", inner))
+                rows.append(("  status.durationSeconds", f"{b['agentSeconds']:.1f}", "", "", inner))
             if r.get("reference", {}).get("stored") and b.get("stored"):
                 rows.append(
                     (
@@ -376,12 +382,13 @@ class Bench:
             rows.append(("Restore CR, restore part", f"{x['seconds']:.1f}", mbps(x["seconds"]), mem, speed))
             if x.get("agentSeconds"):
                 inner = f"{single / x['agentSeconds']:.2f}x" if single else ""
-                rows.append(("  of which the agent's own run", f"{x['agentSeconds']:.1f}", "", "", inner))
+                rows.append(("  status.durationSeconds", f"{x['agentSeconds']:.1f}", "", "", inner))
         head = ("step", "seconds", "throughput", "pod peak memory", "vs reference")
         widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(5)]
         lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *rows]]
         lines.insert(1, "-+-".join("-" * w for w in widths))
         size = f"{self.tables} tables x {self.rows:,} rows, dump {raw / 1e6:.0f} MB" if raw else ""
+        size += f", layout {self.layout}, restore parallelism {self.parallelism or 'default (4)'}"
         return f"\n{size}\n" + "\n".join(lines)
 
 
@@ -394,6 +401,8 @@ def main() -> int:
     ap.add_argument(
         "--skip", action="append", default=[], choices=["dump", "reference", "backup", "zstd-mysql", "restore"]
     )
+    ap.add_argument("--layout", choices=["single", "perTable"], default="perTable", help="the policy's backup.layout")
+    ap.add_argument("--parallelism", type=int, help="the Restore's spec.parallelism (default: the agent's, 4)")
     ap.add_argument("--json", help="also write the raw figures to this file")
     args = ap.parse_args()
     rows = 125_000 if args.small else args.rows
@@ -429,7 +438,7 @@ def main() -> int:
     bucket = "bk-" + namespace
     s3_client(stack).create_bucket(Bucket=bucket)
     env = Env(stack=stack, api=api, namespace=namespace, database=BENCH_DB, bucket=bucket)
-    bench = Bench(stack=stack, env=env, rows=rows, tables=args.tables)
+    bench = Bench(stack=stack, env=env, rows=rows, tables=args.tables, layout=args.layout, parallelism=args.parallelism)
     try:
         have = 0
         if args.reuse_data:
@@ -439,7 +448,7 @@ def main() -> int:
             bench.generate()
         env.policy(
             database={"databases": [BENCH_DB]},
-            backup={"compression": "zstd"},
+            backup={"compression": "zstd", "layout": args.layout},
             jobTemplate={"activeDeadlineSeconds": 3600},
         )
         steps: list[tuple[str, Callable[[], None]]] = [
@@ -453,6 +462,15 @@ def main() -> int:
             if name not in args.skip:
                 fn()
     finally:
+        # Backups first, while their credentials Secret still exists, so their objects are deleted.
+        with contextlib.suppress(Exception):
+            for b in env.list("backups"):
+                env.custom.delete_namespaced_custom_object(
+                    "mysqlbackup.dev", "v1alpha1", namespace, "backups", b["metadata"]["name"]
+                )
+            deadline = time.monotonic() + 120
+            while env.list("backups") and time.monotonic() < deadline:
+                time.sleep(1)
         with contextlib.suppress(Exception):
             core.delete_namespace(namespace, propagation_policy="Background")
     print(bench.table())
