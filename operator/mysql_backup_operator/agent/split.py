@@ -29,11 +29,12 @@ from enum import StrEnum
 
 MAX_PREAMBLE = 64 * 1024
 
+# Matched only at line starts found with bytes.find("\n-- "), which runs ~10x faster than a
+# multi-line regex over a dump whose lines average ~180 bytes (one row per line).
 _MARKER = re.compile(
-    rb"^-- (Current Database: |Table structure for table |Temporary table structure for view |"
+    rb"-- (Current Database: |Table structure for table |Temporary table structure for view |"
     rb"Dumping events for database |Dumping routines for database |Final view structure for view |Dump completed)"
-    rb"(.*)$",
-    re.M,
+    rb"([^\n]*)"
 )
 
 
@@ -132,16 +133,30 @@ class DumpSplitter:
             self.context[unit] = self.database
             yield Piece(dest, use_statement(self.database), added=True)
 
-    def _pieces(self, body: bytes) -> Iterator[Piece]:
+    def _markers(self, data: bytes, end: int) -> Iterator[re.Match[bytes]]:
+        """Section comments in data[:end], which always starts at a line start."""
+        if data.startswith(b"-- "):
+            m = _MARKER.match(data, 0, end)
+            if m:
+                yield m
+        i = data.find(b"\n-- ", 0, end)
+        while i != -1:
+            m = _MARKER.match(data, i + 1, end)
+            if m:
+                yield m
+            i = data.find(b"\n-- ", i + 1, end)
+
+    def _pieces(self, data: bytes, end: int) -> Iterator[Piece]:
         pos = 0
-        for m in _MARKER.finditer(body):
+        for m in self._markers(data, end):
             start = m.start()
             if start > pos:
-                yield from self._emit(body[pos:start])
+                yield from self._emit(data[pos:start])
             yield from self._switch(m.group(1), m.group(2))
             pos = start
-        if pos < len(body):
-            yield from self._emit(body[pos:])
+        if pos < end:
+            # The common case (no marker in this chunk, chunk ends at a line end) copies nothing.
+            yield from self._emit(data if pos == 0 and end == len(data) else data[pos:end])
 
     def _emit(self, data: bytes) -> Iterator[Piece]:
         if not self.preamble_done and len(self.preamble) < MAX_PREAMBLE:
@@ -153,9 +168,9 @@ class DumpSplitter:
         cut = data.rfind(b"\n") + 1
         self.rest = data[cut:]
         if cut:
-            yield from self._pieces(data[:cut])
+            yield from self._pieces(data, cut)
 
     def flush(self) -> Iterator[Piece]:
         data, self.rest = self.rest, b""
         if data:
-            yield from self._pieces(data)
+            yield from self._pieces(data, len(data))
