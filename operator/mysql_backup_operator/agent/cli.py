@@ -35,7 +35,7 @@ from ..contract.keys import directory_of
 from . import errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
-from .pipeline import SplitUpload, compress_stream
+from .pipeline import SplitUpload, compress_stream, widen_pipe
 from .sqlstream import (
     DatabaseFilter,
     client_binary,
@@ -233,6 +233,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stderr is not None
+        widen_pipe(proc.stdout)
         err = StderrTail(proc.stderr)
         t_stream = time.monotonic()
         try:

@@ -14,6 +14,7 @@ Without a `zstd` binary (or for gzip/none) the in-process compressor is used, as
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import shutil
@@ -62,6 +63,18 @@ class StreamStats:
         return self.sha.hexdigest()
 
 
+PIPE_BYTES = 1024 * 1024
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), spelled out for Pythons without the constant
+
+
+def widen_pipe(f: IO[bytes] | None) -> None:
+    """1 MiB pipe buffers instead of 64 KiB let each stage (dump, zstd, the agent's threads) run
+    ahead while another is briefly descheduled on a busy machine. Best effort."""
+    if f is not None:
+        with contextlib.suppress(OSError, ValueError):
+            fcntl.fcntl(f.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
+
+
 def zstd_command(level: int | None) -> list[str] | None:
     """The zstd CLI invocation, or None when the binary is missing (then zstandard is used)."""
     binary = shutil.which("zstd")
@@ -108,6 +121,8 @@ def _with_cli(source: IO[bytes], *, argv: list[str], sink: Callable[[bytes], Non
     stats = StreamStats()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    widen_pipe(proc.stdin)
+    widen_pipe(proc.stdout)
     feeder_error: list[BaseException] = []
     stdin = proc.stdin
 
@@ -183,6 +198,8 @@ class CompressedObject:
         self.error: list[BaseException] = []
         if argv:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            widen_pipe(self.proc.stdin)
+            widen_pipe(self.proc.stdout)
             self.reader = threading.Thread(target=self._drain, name=f"drain-{key[-24:]}", daemon=True)
             self.reader.start()
 

@@ -23,6 +23,7 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 # compressed dump while small dumps keep small (memory-cheap) parts.
 PARTS_PER_SIZE_STEP = 2000
 READ_CHUNK = 1024 * 1024
+FIRST_BUFFER = 64 * 1024
 
 
 def part_size_for(number: int, base: int = DEFAULT_PART_SIZE) -> int:
@@ -50,7 +51,7 @@ class MultipartWriter:
     ) -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
         self.part_size = part_size
-        self.buf = bytearray(part_size_for(1, part_size))
+        self.buf = bytearray(min(FIRST_BUFFER, part_size))
         self.filled = 0
         self.parts: list[Future[dict[str, Any]]] = []
         self.slots = threading.BoundedSemaphore(max_in_flight)
@@ -60,22 +61,36 @@ class MultipartWriter:
         self.closed = False
         self.slot_wait = 0.0  # seconds the writer blocked because max_in_flight parts were uploading
 
+    def _target(self) -> int:
+        return part_size_for(len(self.parts) + 1, self.part_size)
+
+    def _room(self, wanted: int) -> None:
+        """Grows the buffer by doubling up to the part size, so small objects (a per-table
+        backup's prologue, or a tiny table) never cost a full part of memory."""
+        if self.filled + wanted <= len(self.buf):
+            return
+        bigger = bytearray(min(self._target(), max(2 * len(self.buf), self.filled + wanted)))
+        bigger[: self.filled] = memoryview(self.buf)[: self.filled]
+        self.buf = bigger
+
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         self.bytes_written += len(view)
         while view:
-            n = min(len(view), len(self.buf) - self.filled)
+            n = min(len(view), self._target() - self.filled)
+            self._room(n)
             self.buf[self.filled : self.filled + n] = view[:n]
             self.filled += n
             view = view[n:]
-            if self.filled == len(self.buf):
+            if self.filled == self._target():
                 self._flush_pending()
 
-    def _flush_pending(self) -> None:
+    def _flush_pending(self, *, last: bool = False) -> None:
         body = self.buf
         del body[self.filled :]  # only the last part is short; truncating in place copies nothing
         self._submit(body)
-        self.buf = bytearray(part_size_for(len(self.parts) + 1, self.part_size))
+        # After the first part an object is big: the next buffer is allocated at full size at once.
+        self.buf = bytearray() if last else bytearray(self._target())
         self.filled = 0
 
     def _submit(self, chunk: bytearray) -> None:
@@ -99,7 +114,7 @@ class MultipartWriter:
 
     def complete(self) -> None:
         if self.filled or not self.parts:
-            self._flush_pending()
+            self._flush_pending(last=True)
         self.buf = bytearray()
         done = [f.result() for f in self.parts]
         self.s3.complete_multipart_upload(
