@@ -248,28 +248,29 @@ def test_deleting_a_per_table_backup_deletes_every_object(env: Env) -> None:
 def test_agent_pod_killed_mid_per_table_backup_leaves_no_object(env: Env) -> None:
     """Tables dumped before the kill were already published as objects: SIGTERM deletes them
     (and aborts the open uploads), so nothing of the failed backup stays in the bucket."""
-    from tests.e2e.test_backup_restore import _agent_pids, _hold_dump
+    from tests.e2e.test_backup_restore import _agent_pids
     from tests.stackenv import eventually
 
     _per_table_policy(env)
     env.sql(f"CREATE DATABASE IF NOT EXISTS `{_other(env)}`")
-    conn = _hold_dump(env)  # mariadb-dump blocks at `customers`, after `audit` and `blobs`
-    try:
-        env.backup("killed")
-        env.wait_phase("backups", "killed", ("Running",))
-        eventually(lambda: _agent_pids(env), timeout=30, what="agent running")
-        eventually(
-            lambda: [k for k in env.objects() if "/killed-" in k and "/1-tables/" in k],
-            timeout=30,
-            what="a table object published before the kill",
-        )
-        (pod,) = env.core.list_namespaced_pod(
-            env.namespace, label_selector="batch.kubernetes.io/job-name=backup-killed"
-        ).items
-        env.core.delete_namespaced_pod(pod.metadata.name, env.namespace)
-        st = env.wait_phase("backups", "killed", ("Completed", "Failed"), timeout=120)["status"]
-    finally:
-        conn.close()
+    # A table that sorts last and takes seconds to dump: the small tables before it are published
+    # while it streams. (A LOCK TABLES hold cannot be used: with binary logging on, mariadb-dump
+    # waits for it in FLUSH TABLES WITH READ LOCK, before the first table.)
+    env.sql("CREATE TABLE zz_big (id INT PRIMARY KEY, a CHAR(32), b CHAR(32), c CHAR(32), d CHAR(64))")
+    env.sql("INSERT INTO zz_big SELECT seq, MD5(seq), MD5(seq + 1), MD5(seq + 2), SHA2(seq, 256) FROM seq_1_to_1200000")
+    env.backup("killed")
+    eventually(lambda: _agent_pids(env), timeout=60, what="agent running")
+    eventually(
+        lambda: [k for k in env.objects() if "/killed-" in k and "/1-tables/" in k],
+        timeout=60,
+        interval=0.2,
+        what="a table object published before the kill",
+    )
+    (pod,) = env.core.list_namespaced_pod(
+        env.namespace, label_selector="batch.kubernetes.io/job-name=backup-killed"
+    ).items
+    env.core.delete_namespaced_pod(pod.metadata.name, env.namespace)
+    st = env.wait_phase("backups", "killed", ("Completed", "Failed"), timeout=120)["status"]
     assert st["phase"] == "Failed", st
     assert not [k for k in env.objects() if "/killed-" in k], "objects of a failed backup stayed visible"
     uploads = s3_client(env.stack).list_multipart_uploads(Bucket=env.bucket).get("Uploads", [])
