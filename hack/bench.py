@@ -87,6 +87,12 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _comm(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return "?"
+
+
 def _agent_roots(marker: bytes) -> list[int]:
     """Agent processes whose MBO_AGENT_CONFIG names our Backup/Restore (works for any kubelet)."""
     roots = []
@@ -108,6 +114,7 @@ class PodMemory:
     peak_kib: int = 0
     peak_processes: int = 0
     samples: int = 0
+    peak_by_process: dict[str, int] = field(default_factory=dict)  # MiB per process at the peak
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -126,10 +133,12 @@ class PodMemory:
             roots = [r for r in roots if Path(f"/proc/{r}").exists()] or _agent_roots(self.marker)
             if roots:
                 pids = self._tree(roots)
-                total = sum(_rss_kib(p) for p in pids)
+                rss = {p: _rss_kib(p) for p in pids}
+                total = sum(rss.values())
                 self.samples += 1
                 if total > self.peak_kib:
                     self.peak_kib, self.peak_processes = total, len(pids)
+                    self.peak_by_process = {f"{_comm(p)}[{p}]": kib // 1024 for p, kib in rss.items()}
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PodMemory:
@@ -287,7 +296,7 @@ class Bench:
             "processes": mem.peak_processes,
             "samples": mem.samples,
         }
-        log(f"Backup CR: {elapsed:.1f}s, peak {mem.peak_mib:.0f} MiB over {mem.peak_processes} processes")
+        log(f"Backup CR: {elapsed:.1f}s, peak {mem.peak_mib:.0f} MiB: {mem.peak_by_process}")
 
     def run_zstd_mysql(self, backup: str = "bench-backup") -> None:
         from tests.e2e.conftest import s3_client
@@ -337,7 +346,7 @@ class Bench:
             "peakMiB": mem.peak_mib,
             "processes": mem.peak_processes,
         }
-        log(f"Restore CR (restore part): {elapsed:.1f}s, peak {mem.peak_mib:.0f} MiB")
+        log(f"Restore CR (restore part): {elapsed:.1f}s, peak {mem.peak_mib:.0f} MiB: {mem.peak_by_process}")
 
     # ------------------------------------------------------------------------- report
 

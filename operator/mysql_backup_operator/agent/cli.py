@@ -50,6 +50,7 @@ from .sqlstream import (
 LOG = logging.getLogger("mysql-backup-agent")
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 READ_CHUNK = 1024 * 1024
+APPLY_CHUNK = 256 * 1024
 HEADER_SCAN = 256 * 1024
 TERMINATION_LOG = os.environ.get("MBO_TERMINATION_LOG", "/dev/termination-log")
 
@@ -533,7 +534,10 @@ class _Applier:
         try:
             if prefix:
                 proc.stdin.write(prefix)
-            chunks = decompress(storage.iter_object(self.s3, self.cfg.storage.bucket, o.key), self.manifest.compression)
+            # 256 KiB reads: with `parallelism` streams, each holds one read and its decompressed
+            # output at a time, so smaller reads keep the pod's peak down at no measurable cost.
+            source = storage.iter_object(self.s3, self.cfg.storage.bucket, o.key, chunk=APPLY_CHUNK)
+            chunks = decompress(source, self.manifest.compression)
             for chunk in chunks:
                 out = filt.feed(chunk) if filt else chunk
                 if out:
