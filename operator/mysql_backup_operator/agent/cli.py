@@ -214,7 +214,10 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             databases=meta["databases"],
             is_mariadb=meta["isMariaDB"],
             capture_binlog=meta["binlogEnabled"],
-            extra_args=cfg.backup.get("extraDumpArgs") or (),
+            # perTable: tables load concurrently, and a stream holding LOCK TABLES on a child table
+            # fails ("Table 'parent' was not locked", error 1100) when a parallel stream re-creates
+            # its FK parent; the locks only speed up MyISAM loads, so they are left out.
+            extra_args=[*(cfg.backup.get("extraDumpArgs") or ()), *(["--skip-add-locks"] if per_table else [])],
         )
         metadata = {"mysqlbackup-backup": str(cfg.backup.get("name", "")), "mysqlbackup-compression": compression}
         level = cfg.backup.get("compressionLevel")
