@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STACK := $(BIN)/python hack/stack.py
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all deps venv binaries image lint unit test e2e demo stack-up stack-down stack-env clean console bench-scale
+.PHONY: all deps venv binaries image lint unit test e2e demo stack-up stack-down stack-env clean console bench bench-scale
 
 all: test
 
@@ -51,6 +51,10 @@ test: deps venv binaries lint
 
 e2e: deps venv binaries
 	$(BIN)/pytest -q -rs tests/e2e
+
+## Data-path benchmark (not part of `make test`): BENCH_ARGS=--small for a ~100 MB quick run.
+bench: deps venv binaries
+	$(BIN)/python hack/bench.py $(BENCH_ARGS)
 
 ## Scale benchmark (not part of `test`): P policies x B finished Backups; see docs/performance.md.
 ## Change the scale with e.g. BENCH_ARGS="--policies 200 --backups-per-policy 10".

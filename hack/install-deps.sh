@@ -6,6 +6,9 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(maria
 command -v mariadb-dump >/dev/null 2>&1 || need+=(mariadb-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+# The agent compresses through the zstd CLI (its own process, bounded memory); without it, it
+# falls back to in-process zstandard (slower, more memory).
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 # Headless Chromium and its WebDriver for the web console's browser tests (tests/e2e/test_console.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

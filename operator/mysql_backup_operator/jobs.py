@@ -214,6 +214,7 @@ def render_backup_job(
         "compression": str(policy.compression),
         "compressionLevel": policy.compression_level,
         "extraDumpArgs": list(policy.extra_dump_args),
+        "layout": policy.layout,
     }
     return render_job(
         name=naming.backup_job_name(backup_name),
@@ -242,6 +243,8 @@ def render_restore_job(
     databases: Sequence[str],
     target: str | None,
     db_key: str,
+    tables: Sequence[str] = (),
+    parallelism: int | None = None,
 ) -> dict[str, Any]:
     bucket, key = naming.parse_s3_url(location)
     _, mkey = naming.parse_s3_url(manifest_location)
@@ -256,6 +259,8 @@ def render_restore_job(
         "expectedSha256": sha256,
         "databases": list(databases),
         "target": target,
+        "tables": list(tables),
+        "parallelism": parallelism,
     }
     return render_job(
         name=naming.restore_job_name(restore_name),

@@ -110,6 +110,7 @@ class PolicySpec:
     compression_level: int | None
     extra_dump_args: tuple[str, ...]
     job: JobTemplate
+    layout: str = "single"  # contract.config.LAYOUT_*: one object, or one per table
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -184,6 +185,7 @@ def parse_policy(
         compression_level=b.get("compressionLevel"),
         extra_dump_args=extra,
         job=job,
+        layout=str(b.get("layout") or "single"),
         raw=spec,
     )
 
@@ -216,6 +218,8 @@ class RestoreSpec:
     backup: str
     databases: tuple[str, ...]
     target: str | None
+    tables: tuple[str, ...] = ()  # "database.table"; only with perTable backups
+    parallelism: int | None = None
 
 
 def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
@@ -227,7 +231,27 @@ def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
             raise SpecError(f"invalid database name {d!r}")
     if target and len(databases) > 1:
         raise SpecError("spec.target can only be set when restoring a single database")
-    return RestoreSpec(backup=str(_req(ref, "name", "spec.backupRef")), databases=databases, target=target)
+    tables = tuple(str(t) for t in spec.get("tables") or ())
+    if tables and databases:
+        raise SpecError("set either spec.databases or spec.tables, not both")
+    for t in tables:
+        db, dot, name = t.partition(".")
+        if not dot or not _DB_NAME.match(db) or not _DB_NAME.match(name) or db.lower() in SYSTEM_SCHEMAS:
+            raise SpecError(f"invalid table {t!r} (expected database.table)")
+    if tables:
+        databases = tuple(sorted({t.partition(".")[0] for t in tables}))
+        if target and len(databases) > 1:
+            raise SpecError("spec.target needs all spec.tables to come from one database")
+    parallelism = spec.get("parallelism")
+    if parallelism is not None and not 1 <= int(parallelism) <= 16:
+        raise SpecError("spec.parallelism must be between 1 and 16")
+    return RestoreSpec(
+        backup=str(_req(ref, "name", "spec.backupRef")),
+        databases=databases,
+        target=target,
+        tables=tables,
+        parallelism=int(parallelism) if parallelism is not None else None,
+    )
 
 
 def restore_plan(spec: RestoreSpec, backed_up: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from .api import Compression
+# The storage key layout lives in contract.keys (shared with the agent); re-exported for callers.
+from .contract.keys import dump_key as dump_key
+from .contract.keys import manifest_key as manifest_key
+from .contract.keys import storage_dir as storage_dir
 
 MAX_LABEL_VALUE = 63
 
@@ -47,20 +50,6 @@ def database_key(identity: str) -> str:
 
 def lock_name(db_key: str) -> str:
     return f"mysqlbackup-db-{db_key}"
-
-
-def storage_dir(*, prefix: str, namespace: str, policy: str, backup: str, uid: str) -> str:
-    """The folder of one backup. The uid part keeps a re-created Backup of the same name apart."""
-    parts = [p for p in (prefix.strip("/"), namespace, policy, f"{backup}-{uid[:8]}") if p]
-    return "/".join(parts)
-
-
-def dump_key(directory: str, compression: Compression) -> str:
-    return f"{directory}/dump{compression.extension}"
-
-
-def manifest_key(directory: str) -> str:
-    return f"{directory}/manifest.json"
 
 
 def s3_url(bucket: str, key: str) -> str:

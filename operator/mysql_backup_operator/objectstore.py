@@ -14,8 +14,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .agent.config import StorageConfig
-from .agent.storage import client as s3_client
+from .contract import manifest as mf
+from .contract import result as res
+from .contract.config import StorageConfig
+from .contract.keys import directory_of, is_manifest
+from .contract.s3 import client as s3_client
 from .models import PolicySpec
 
 
@@ -98,19 +101,16 @@ class Location:
 
 
 def result_from_manifest(bucket: str, manifest_key: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """A Backup's result fields, as the agent would have reported them, read back from its manifest."""
-    return {
-        "location": f"s3://{bucket}/{manifest['object']}",
-        "manifestLocation": f"s3://{bucket}/{manifest_key}",
-        "sizeBytes": manifest.get("sizeBytes"),
-        "storedBytes": manifest.get("storedBytes"),
-        "sha256": manifest.get("sha256"),
-        "compression": manifest.get("compression"),
-        "tableCount": (manifest.get("counts") or {}).get("tables"),
-        "databases": manifest.get("databases"),
-        "serverVersion": manifest.get("serverVersion"),
-        "binlog": {k: v for k, v in (manifest.get("binlog") or {}).items() if v is not None} or None,
-    }
+    """A Backup's result fields, as the agent would have reported them, read back from its manifest (v1 or v2)."""
+    return res.result_from_manifest(bucket, manifest_key, mf.parse(manifest))
+
+
+def manifest_keys(manifest: Mapping[str, Any]) -> list[str]:
+    """Every object a manifest (v1 or v2) describes; an unreadable one yields its v1 `object` if any."""
+    try:
+        return mf.parse(manifest).keys()
+    except mf.ManifestError:
+        return [str(manifest["object"])] if manifest.get("object") else []
 
 
 def _error(e: Exception, what: str) -> StorageError:
@@ -162,6 +162,37 @@ class Store:
             if not err.missing:
                 raise err from None
 
+    def delete_backup(self, *, manifest_key: str, dump_key: str) -> list[str]:
+        """Deletes one backup: its manifest first (so nothing half-deleted looks complete), then
+        every object in its folder (a v2 backup has several), then the dump key itself in case it
+        lives elsewhere. Idempotent: a retry after a crash finishes the job."""
+        self.delete(manifest_key)
+        folder = directory_of(manifest_key)
+        keys = list(self.list(folder + "/")) if folder else []
+        for key in keys:
+            self.delete(key)
+        if dump_key not in keys:
+            self.delete(dump_key)
+        return keys
+
+    def list(self, prefix: str) -> Iterator[str]:
+        try:
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for o in page.get("Contents", []):
+                    yield o["Key"]
+        except Exception as e:
+            raise _error(e, f"list s3://{self.bucket}/{prefix}") from None
+
+    def holds_all_of(self, manifest: Mapping[str, Any]) -> bool:
+        """Every object the manifest (v1 or v2) lists is there with its recorded size: only then
+        is it a backup (a manifest whose data is partly gone must not be imported or trusted)."""
+        try:
+            parsed = mf.parse(manifest)
+        except mf.ManifestError:
+            return False
+        return all(self.size(o.key) == o.stored_bytes for o in parsed.objects)
+
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 
@@ -175,14 +206,7 @@ class Store:
             raise err from None
 
     def manifests(self, prefix: str) -> Iterator[str]:
-        try:
-            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            for page in pages:
-                for o in page.get("Contents", []):
-                    if o["Key"].endswith("/manifest.json"):
-                        yield o["Key"]
-        except Exception as e:
-            raise _error(e, f"list s3://{self.bucket}/{prefix}") from None
+        return (k for k in self.list(prefix) if is_manifest(k))
 
     def read_json(self, key: str) -> dict[str, Any] | None:
         try:

@@ -9,6 +9,7 @@ import pytest
 from mysql_backup_operator.controllers.backup_restore import Reconciler, Settings
 from mysql_backup_operator.controllers.sync import SyncController
 from mysql_backup_operator.models import parse_policy
+from mysql_backup_operator.objectstore import Store
 
 from tests.unit.fakes import FakeKube, build_cache
 
@@ -41,6 +42,10 @@ class FakeStore:
 
     def exists(self, key: str) -> bool:
         return key in self.objects
+
+    # The real check (parse the manifest, every listed object present with its recorded size) over
+    # this fake's `size`, so the fake cannot drift from it.
+    holds_all_of = Store.holds_all_of
 
     def close(self) -> None:
         self.closed = True

@@ -137,8 +137,8 @@ class _Identity:
 
 
 class _Zstd:
-    def __init__(self, level: int) -> None:
-        self._c = zstandard.ZstdCompressor(level=level, threads=-1).compressobj()
+    def __init__(self, level: int, threads: int) -> None:
+        self._c = zstandard.ZstdCompressor(level=level, threads=threads).compressobj()
 
     def compress(self, data: bytes) -> bytes:
         return bytes(self._c.compress(data))
@@ -158,9 +158,10 @@ class _Gzip:
         return self._c.flush()
 
 
-def compressor(kind: Compression, level: int | None = None) -> Compressor:
+def compressor(kind: Compression, level: int | None = None, *, threads: int = -1) -> Compressor:
+    """threads=-1: zstd workers on every core (big streams); 0: single-threaded, small buffers."""
     if kind == Compression.ZSTD:
-        return _Zstd(level or 3)
+        return _Zstd(level or 3, threads)
     if kind == Compression.GZIP:
         return _Gzip(level or 6)
     return _Identity()

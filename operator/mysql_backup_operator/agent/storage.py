@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import boto3
-from botocore.config import Config
+from ..contract.s3 import client
 
-from .config import StorageConfig
+__all__ = ["MultipartWriter", "client", "iter_object", "part_size_for"]
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 # S3 allows 10,000 parts. Parts double in size every 2,000, so the limit is ~500 GiB of
 # compressed dump while small dumps keep small (memory-cheap) parts.
 PARTS_PER_SIZE_STEP = 2000
 READ_CHUNK = 1024 * 1024
+FIRST_BUFFER = 64 * 1024
 
 
 def part_size_for(number: int, base: int = DEFAULT_PART_SIZE) -> int:
@@ -30,32 +31,12 @@ def part_size_for(number: int, base: int = DEFAULT_PART_SIZE) -> int:
     return int(base * 2 ** ((number - 1) // PARTS_PER_SIZE_STEP))
 
 
-def client(cfg: StorageConfig) -> Any:
-    session = boto3.session.Session(
-        aws_access_key_id=cfg.access_key_id,
-        aws_secret_access_key=cfg.secret_access_key,
-        aws_session_token=cfg.session_token,
-        region_name=cfg.region,
-    )
-    return session.client(
-        "s3",
-        endpoint_url=cfg.endpoint or None,
-        verify=cfg.ca_file or True,
-        config=Config(
-            s3={"addressing_style": "path" if cfg.force_path_style else "auto"},
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=60,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
-
-
 class MultipartWriter:
     """write() bytes in any sizes; complete() publishes the object, abort() guarantees nothing is.
 
-    Memory: the chunks of the part being filled, plus at most `max_in_flight` parts uploading.
+    Memory: one part-sized buffer being filled plus at most `max_in_flight` parts uploading. The
+    buffer is allocated once per part at its final size and handed to the upload as it is (no
+    list of chunks joined into a second copy), so a part costs its size once.
     """
 
     def __init__(
@@ -70,39 +51,59 @@ class MultipartWriter:
     ) -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
         self.part_size = part_size
-        self.pending: list[bytes] = []
-        self.pending_len = 0
+        self.buf = bytearray(min(FIRST_BUFFER, part_size))
+        self.filled = 0
         self.parts: list[Future[dict[str, Any]]] = []
         self.slots = threading.BoundedSemaphore(max_in_flight)
         self.pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="s3-part")
         self.upload_id: str = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})["UploadId"]
         self.bytes_written = 0
         self.closed = False
+        self.slot_wait = 0.0  # seconds the writer blocked because max_in_flight parts were uploading
+
+    def _target(self) -> int:
+        return part_size_for(len(self.parts) + 1, self.part_size)
+
+    def _room(self, wanted: int) -> None:
+        """Grows the buffer by doubling up to the part size, so small objects (a per-table
+        backup's prologue, or a tiny table) never cost a full part of memory."""
+        if self.filled + wanted <= len(self.buf):
+            return
+        bigger = bytearray(min(self._target(), max(2 * len(self.buf), self.filled + wanted)))
+        bigger[: self.filled] = memoryview(self.buf)[: self.filled]
+        self.buf = bigger
 
     def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self.pending.append(data)
-        self.pending_len += len(data)
-        self.bytes_written += len(data)
-        if self.pending_len >= part_size_for(len(self.parts) + 1, self.part_size):
-            self._flush_pending()
+        view = memoryview(data)
+        self.bytes_written += len(view)
+        while view:
+            n = min(len(view), self._target() - self.filled)
+            self._room(n)
+            self.buf[self.filled : self.filled + n] = view[:n]
+            self.filled += n
+            view = view[n:]
+            if self.filled == self._target():
+                self._flush_pending()
 
-    def _flush_pending(self) -> None:
-        body = b"".join(self.pending)
-        self.pending.clear()
-        self.pending_len = 0
+    def _flush_pending(self, *, last: bool = False) -> None:
+        body = self.buf
+        del body[self.filled :]  # only the last part is short; truncating in place copies nothing
         self._submit(body)
+        # After the first part an object is big: the next buffer is allocated at full size at once.
+        self.buf = bytearray() if last else bytearray(self._target())
+        self.filled = 0
 
-    def _submit(self, chunk: bytes) -> None:
+    def _submit(self, chunk: bytearray) -> None:
         for f in self.parts:  # surface an earlier part's failure as soon as possible
             if f.done() and f.exception() is not None:
                 raise f.exception()  # type: ignore[misc]
+        t = time.monotonic()
         self.slots.acquire()
+        self.slot_wait += time.monotonic() - t
         number = len(self.parts) + 1
         self.parts.append(self.pool.submit(self._upload, number, chunk))
 
-    def _upload(self, number: int, chunk: bytes) -> dict[str, Any]:
+    def _upload(self, number: int, chunk: bytearray) -> dict[str, Any]:
         try:
             r = self.s3.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
@@ -112,8 +113,9 @@ class MultipartWriter:
             self.slots.release()
 
     def complete(self) -> None:
-        if self.pending or not self.parts:
-            self._flush_pending()
+        if self.filled or not self.parts:
+            self._flush_pending(last=True)
+        self.buf = bytearray()
         done = [f.result() for f in self.parts]
         self.s3.complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": done}

@@ -398,7 +398,7 @@ class Reconciler:
             manifest = store.read_json(loc.manifest_key)
             if not manifest or (manifest.get("backup") or {}).get("uid") != obj["metadata"]["uid"]:
                 return None
-            if store.size(manifest.get("object", "")) != manifest.get("storedBytes"):
+            if not store.holds_all_of(manifest):
                 return None
         except StorageError:
             return None
@@ -558,6 +558,8 @@ class Reconciler:
                 databases=databases,
                 target=target,
                 db_key=db_key,
+                tables=spec.tables,
+                parallelism=spec.parallelism,
             )
             created = self.kube.create_job(rendered)
             job_name = rendered["metadata"]["name"]
@@ -643,8 +645,7 @@ class Reconciler:
         store = self.store(ns, loc)
         try:
             # Manifest first: a dump without a manifest is never imported or restored.
-            store.delete(loc.manifest_key)
-            store.delete(loc.dump_key)
+            store.delete_backup(manifest_key=loc.manifest_key, dump_key=loc.dump_key)
         finally:
             store.close()
         LOG.info("Backup %s/%s: deleted s3://%s/%s", ns, name, loc.bucket, loc.dump_key)

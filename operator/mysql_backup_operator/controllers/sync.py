@@ -60,9 +60,8 @@ class SyncController:
                 location = naming.s3_url(policy.s3.bucket, manifest["object"])
                 if location in known:
                     continue
-                size = store.size(manifest["object"])
-                if size is None or size != manifest.get("storedBytes"):
-                    continue  # a manifest without its complete dump is not a backup
+                if not store.holds_all_of(manifest):
+                    continue  # a manifest without its complete dump (every object of it) is not a backup
                 self._import(obj, policy=policy, manifest_key=key, manifest=manifest)
                 known.add(location)
                 imported += 1

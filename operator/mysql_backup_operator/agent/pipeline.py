@@ -1,0 +1,367 @@
+"""The backup's hot path: dump bytes in, compressed + hashed bytes out to a sink, all overlapped.
+
+Why this shape (measured, see docs/performance.md "Data path"): the first agent ran one Python
+loop that read 1 MiB of dump, compressed it, hashed it and handed it to the uploader, one step
+after the other, so the stages never overlapped, and the in-process multi-threaded zstd kept its
+own large buffers. Here the `zstd` CLI compresses in its own process (its worker threads and
+buffers are bounded by its job size, not by Python), a feeder thread copies the dump into it,
+and the calling thread hashes and hands off the compressed output. Each stage runs while the
+others do; every pipe is bounded, so memory does not grow with the dump.
+
+Without a `zstd` binary (or for gzip/none) the in-process compressor is used, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, cast
+
+from ..api import Compression, Reason
+from ..contract.keys import part_key
+from ..contract.manifest import ManifestObject, ObjectKind
+from .errors import AgentError
+from .split import Dest, DumpSplitter, Piece, Unit
+from .sqlstream import compressor
+from .storage import MultipartWriter
+
+READ_CHUNK = 1024 * 1024
+HEADER_SCAN = 256 * 1024
+TAIL = 512
+ZSTD_JOB_MIB = 2
+
+
+@dataclass
+class StreamStats:
+    """What the backup learns from the stream while it flows (nothing is kept beyond these)."""
+
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    header: bytes = b""
+    tail: bytes = b""
+    sha: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    def saw_raw(self, chunk: bytes) -> None:
+        self.raw_bytes += len(chunk)
+        if len(self.header) < HEADER_SCAN:
+            self.header += chunk[: HEADER_SCAN - len(self.header)]
+        self.tail = (self.tail + chunk[-TAIL:])[-TAIL:]
+
+    def saw_stored(self, chunk: bytes) -> None:
+        self.sha.update(chunk)
+        self.stored_bytes += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self.sha.hexdigest()
+
+
+PIPE_BYTES = 1024 * 1024
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), spelled out for Pythons without the constant
+
+
+def widen_pipe(f: IO[bytes] | None) -> None:
+    """1 MiB pipe buffers instead of 64 KiB let each stage (dump, zstd, the agent's threads) run
+    ahead while another is briefly descheduled on a busy machine. Best effort."""
+    if f is not None:
+        with contextlib.suppress(OSError, ValueError):
+            fcntl.fcntl(f.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def zstd_command(level: int | None) -> list[str] | None:
+    """The zstd CLI invocation, or None when the binary is missing (then zstandard is used)."""
+    binary = shutil.which("zstd")
+    if not binary:
+        return None
+    # -B2M: 2 MiB jobs per worker instead of the default (8 MiB at level 3) cut zstd's resident
+    # memory from ~58 to ~20 MiB with two workers, and the output was no larger (measured).
+    return [binary, f"-{level or 3}", "-T0", f"-B{ZSTD_JOB_MIB}M", "-q", "-c", "--no-progress"]
+
+
+def compress_stream(
+    source: IO[bytes], *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
+) -> StreamStats:
+    """Reads `source` to EOF, compresses, hashes and passes every compressed byte to `sink`.
+
+    Raises AgentError if the compressor fails; whatever `sink` raises propagates unchanged (the
+    caller maps storage errors). The caller owns `source`'s process and kills it on failure.
+    """
+    argv = zstd_command(level) if kind == Compression.ZSTD else None
+    if argv is None:
+        return _in_process(source, kind=kind, level=level, sink=sink)
+    return _with_cli(source, argv=argv, sink=sink)
+
+
+def _in_process(
+    source: IO[bytes], *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
+) -> StreamStats:
+    stats = StreamStats()
+    comp = compressor(kind, level)
+    while chunk := source.read(READ_CHUNK):
+        stats.saw_raw(chunk)
+        out = comp.compress(chunk)
+        if out:
+            stats.saw_stored(out)
+            sink(out)
+    out = comp.flush()
+    if out:
+        stats.saw_stored(out)
+        sink(out)
+    return stats
+
+
+def _with_cli(source: IO[bytes], *, argv: list[str], sink: Callable[[bytes], None]) -> StreamStats:
+    stats = StreamStats()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    widen_pipe(proc.stdin)
+    widen_pipe(proc.stdout)
+    feeder_error: list[BaseException] = []
+    stdin = proc.stdin
+
+    def feed() -> None:
+        try:
+            while chunk := source.read(READ_CHUNK):
+                stats.saw_raw(chunk)
+                stdin.write(chunk)
+        except BaseException as e:  # reported by the calling thread
+            feeder_error.append(e)
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    feeder = threading.Thread(target=feed, name="dump-feeder", daemon=True)
+    feeder.start()
+    ok = False
+    try:
+        compressed = cast(io.BufferedReader, proc.stdout)  # read1: whatever is ready, up to 1 MiB
+        while out := compressed.read1(READ_CHUNK):
+            stats.saw_stored(out)
+            sink(out)
+        feeder.join()
+        code = proc.wait()
+        err = proc.stderr.read().decode(errors="replace").strip()[-500:]
+        if feeder_error:
+            e = feeder_error[0]
+            if isinstance(e, BrokenPipeError):
+                raise AgentError(Reason.DUMP_FAILED, f"zstd stopped reading (exit {code}): {err}", permanent=False)
+            raise e
+        if code != 0:
+            raise AgentError(Reason.DUMP_FAILED, f"zstd exited with code {code}: {err}", permanent=False)
+        ok = True
+        return stats
+    finally:
+        if not ok and proc.poll() is None:
+            proc.kill()
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=5)
+        for f in (proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                f.close()
+
+
+class CompressedObject:
+    """One stored object being written: raw bytes in, compressed + hashed + multipart-uploaded.
+
+    With the zstd CLI, `write` feeds its stdin from the calling thread while a reader thread
+    hashes its output and hands it to the uploader, so reading, splitting, compressing, hashing
+    and uploading overlap. `finish` publishes the object; `abort` guarantees it never appears
+    (or, when already finished, deletes it).
+    """
+
+    def __init__(
+        self,
+        *,
+        s3: Any,
+        bucket: str,
+        key: str,
+        kind: Compression,
+        level: int | None,
+        metadata: dict[str, str] | None = None,
+        small: bool = False,
+    ) -> None:
+        """`small`: schema-only objects, compressed in-process and single-threaded (no zstd process)."""
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.writer = MultipartWriter(s3, bucket, key, metadata=metadata)
+        self.stats = StreamStats()
+        self.finished = False
+        argv = zstd_command(level) if kind == Compression.ZSTD and not small else None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.comp = None if argv else compressor(kind, level, threads=0 if small else -1)
+        self.error: list[BaseException] = []
+        if argv:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            widen_pipe(self.proc.stdin)
+            widen_pipe(self.proc.stdout)
+            self.reader = threading.Thread(target=self._drain, name=f"drain-{key[-24:]}", daemon=True)
+            self.reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        out_pipe = cast(io.BufferedReader, self.proc.stdout)
+        try:
+            while out := out_pipe.read1(READ_CHUNK):
+                self.stats.saw_stored(out)
+                self.writer.write(out)
+        except BaseException as e:
+            self.error.append(e)
+            with contextlib.suppress(Exception):
+                self.proc.kill()
+
+    def _raise_drain_error(self) -> None:
+        if self.error:
+            raise self.error[0]
+
+    def write(self, data: bytes) -> None:
+        self.stats.saw_raw(data)
+        if self.proc is None:
+            assert self.comp is not None
+            out = self.comp.compress(data)
+            if out:
+                self.stats.saw_stored(out)
+                self.writer.write(out)
+            return
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(data)
+        except BrokenPipeError:
+            self._raise_drain_error()
+            raise AgentError(Reason.DUMP_FAILED, "zstd stopped reading its input", permanent=False) from None
+
+    def finish(self) -> StreamStats:
+        if self.proc is None:
+            assert self.comp is not None
+            out = self.comp.flush()
+            if out:
+                self.stats.saw_stored(out)
+                self.writer.write(out)
+        else:
+            assert self.proc.stdin is not None and self.proc.stderr is not None
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+            self.reader.join()
+            code = self.proc.wait()
+            self._raise_drain_error()
+            if code != 0:
+                err = self.proc.stderr.read().decode(errors="replace").strip()[-500:]
+                raise AgentError(Reason.DUMP_FAILED, f"zstd exited with code {code}: {err}", permanent=False)
+        self.writer.complete()
+        self.finished = True
+        return self.stats
+
+    def abort(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            with contextlib.suppress(Exception):
+                self.proc.wait(timeout=5)
+        self.writer.abort()
+        # Always, not only when finish() returned: SIGTERM can land after S3 completed the upload
+        # but before we recorded it (seen in the killed-agent test). Deleting a missing key is a no-op.
+        with contextlib.suppress(Exception):
+            self.s3.delete_object(Bucket=self.bucket, Key=self.key)
+
+
+class SplitUpload:
+    """Per-table layout: routes the dump's pieces (agent.split) into one CompressedObject each.
+
+    At most three objects are open at a time: the prologue and the epilogue (schema only, small,
+    compressed in-process) and the current table (through a zstd process). A table's object is
+    published as soon as its last piece has passed; that is safe because nothing is a backup
+    until the manifest is written, and on failure `abort` deletes every object it published.
+    """
+
+    def __init__(
+        self, *, s3: Any, bucket: str, directory: str, kind: Compression, level: int | None, metadata: dict[str, str]
+    ) -> None:
+        self.s3, self.bucket, self.directory = s3, bucket, directory
+        self.kind, self.level, self.metadata = kind, level, metadata
+        self.splitter = DumpSplitter()
+        self.raw = StreamStats()
+        self.prologue = self._open(part_key(directory, kind, kind="prologue"), small=True)
+        self.epilogue = self._open(part_key(directory, kind, kind="epilogue"), small=True)
+        self.table: CompressedObject | None = None
+        self.table_dest: Dest | None = None
+        self.tables: list[tuple[CompressedObject, Dest]] = []
+
+    def _open(self, key: str, *, small: bool = False) -> CompressedObject:
+        return CompressedObject(
+            s3=self.s3,
+            bucket=self.bucket,
+            key=key,
+            kind=self.kind,
+            level=self.level,
+            metadata=self.metadata,
+            small=small,
+        )
+
+    def _route(self, piece: Piece) -> None:
+        unit = piece.dest.unit
+        if unit == Unit.TABLE:
+            if piece.dest != self.table_dest:
+                self._close_table()
+                index = len(self.tables) + 1
+                d = piece.dest
+                key = part_key(
+                    self.directory, self.kind, kind="table", index=index, database=d.database or "", table=d.table or ""
+                )
+                self.table, self.table_dest = self._open(key), d
+            assert self.table is not None
+            self.table.write(piece.data)
+        elif unit == Unit.PROLOGUE:
+            self.prologue.write(piece.data)
+        else:
+            self.epilogue.write(piece.data)
+
+    def _close_table(self) -> None:
+        if self.table is not None and self.table_dest is not None:
+            self.table.finish()
+            self.tables.append((self.table, self.table_dest))
+        self.table, self.table_dest = None, None
+
+    def stream(self, source: IO[bytes]) -> StreamStats:
+        while chunk := source.read(READ_CHUNK):
+            self.raw.saw_raw(chunk)
+            for piece in self.splitter.feed(chunk):
+                self._route(piece)
+        for piece in self.splitter.flush():
+            self._route(piece)
+        self._close_table()
+        return self.raw
+
+    def finish(self) -> list[ManifestObject]:
+        """Publishes the prologue and epilogue; returns every object in restore order."""
+        self.prologue.finish()
+        self.epilogue.finish()
+
+        def entry(o: CompressedObject, kind: ObjectKind, d: Dest | None = None) -> ManifestObject:
+            return ManifestObject(
+                key=o.key,
+                kind=kind,
+                sha256=o.stats.sha256,
+                stored_bytes=o.stats.stored_bytes,
+                size_bytes=o.stats.raw_bytes,
+                database=d.database if d else None,
+                table=d.table if d else None,
+            )
+
+        return [
+            entry(self.prologue, ObjectKind.PROLOGUE),
+            *(entry(o, ObjectKind.TABLE, d) for o, d in self.tables),
+            entry(self.epilogue, ObjectKind.EPILOGUE),
+        ]
+
+    @property
+    def slot_wait(self) -> float:
+        return sum(o.writer.slot_wait for o, _ in self.tables) + self.prologue.writer.slot_wait
+
+    def abort(self) -> None:
+        for o in [self.prologue, self.epilogue, *([self.table] if self.table else []), *(o for o, _ in self.tables)]:
+            with contextlib.suppress(Exception):
+                o.abort()
