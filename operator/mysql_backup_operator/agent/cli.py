@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from .. import __version__
@@ -371,6 +371,25 @@ def verify_object(cfg: AgentConfig, s3: Any, expected: str) -> tuple[int, bytes]
     return size, head
 
 
+def _feed_sql(stdin: IO[bytes], chunks: Iterable[bytes], filt: DatabaseFilter | None) -> int:
+    """Feeds decompressed SQL (through the database filter when one is needed) into a mysql client
+    and closes its stdin; returns the bytes applied. Both restore paths load through this one loop.
+    A client that dies mid-stream ends the feed quietly: its exit code and stderr tell why."""
+    applied = 0
+    try:
+        for chunk in chunks:
+            out = filt.feed(chunk) if filt else chunk
+            if out:
+                stdin.write(out)
+                applied += len(out)
+        if filt:
+            stdin.write(filt.flush())
+        stdin.close()
+    except BrokenPipeError:
+        pass
+    return applied
+
+
 def restore(cfg: AgentConfig) -> dict[str, Any]:
     started = now()
     t0 = time.monotonic()
@@ -418,16 +437,7 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
             stream: Iterator[bytes] = decompress(
                 storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key), declared
             )
-            for chunk in stream:
-                out = filt.feed(chunk) if filt else chunk
-                if out:
-                    proc.stdin.write(out)
-                    applied += len(out)
-            if filt:
-                proc.stdin.write(filt.flush())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # mysql died; its exit code and stderr tell why
+            applied = _feed_sql(proc.stdin, stream, filt)
         except AgentError:
             raise
         except Exception as e:
@@ -541,17 +551,9 @@ class _Applier:
             # 256 KiB reads took the pod peak from 131 to 113-116 MiB but both measured restores with
             # them were slower (noisy shared machine); 1 MiB gave the best measured speed-ups.
             source = storage.iter_object(self.s3, self.cfg.storage.bucket, o.key, chunk=APPLY_CHUNK)
-            chunks = decompress(source, self.manifest.compression)
-            for chunk in chunks:
-                out = filt.feed(chunk) if filt else chunk
-                if out:
-                    proc.stdin.write(out)
-                    applied += len(out)
-            if filt:
-                proc.stdin.write(filt.flush())
-            proc.stdin.close()
+            applied = _feed_sql(proc.stdin, decompress(source, self.manifest.compression), filt)
         except BrokenPipeError:
-            pass  # mysql died; its exit code and stderr tell why
+            pass  # mysql died while reading the prefix; its exit code and stderr tell why
         except Exception as e:
             _kill(proc)
             if _is_storage_error(e):
