@@ -5,10 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 
 import kopf
 
 from . import handlers  # noqa: F401  (registers the kopf handlers)
+
+
+def peering_priority(started: float) -> int:
+    """The older process wins kopf's peering, so a replica that starts later (a rollout, a restarted
+    pod) stands by instead of pausing the active one: kopf's pause stops its watches but not work
+    this operator has already queued, so the active replica should never be the one to yield.
+    Distinct priorities matter too: kopf pauses *every* peer when two share one. Milliseconds since
+    start-up order the peers; random low digits break a tie within the same millisecond."""
+    return int((2**31 - started) * 1000) * 1000 + secrets.randbelow(1000)
 
 
 def main() -> None:
@@ -23,9 +33,7 @@ def main() -> None:
         namespaces=namespaces,
         standalone=os.environ.get("MBO_PEERING", "") == "",
         peering_name=os.environ.get("MBO_PEERING") or None,
-        # kopf pauses *every* peer when two share a priority, so equal replicas would all stand
-        # still; a random priority per process makes exactly one of them the active one.
-        priority=int(os.environ.get("MBO_PEERING_PRIORITY") or secrets.randbelow(2**31) + 1),
+        priority=int(os.environ.get("MBO_PEERING_PRIORITY") or peering_priority(time.time())),
         liveness_endpoint=os.environ.get("MBO_LIVENESS_ENDPOINT") or None,
     )
 

@@ -99,3 +99,12 @@ def test_image_is_non_root_with_client_tools() -> None:
     assert "USER 65532:65532" in text
     assert "mariadb-client" in text
     assert "mysql-backup-operator" in text
+
+
+def test_an_older_operator_process_wins_the_peering() -> None:
+    """A later replica must stand by rather than pause the active one (see main.peering_priority)."""
+    from mysql_backup_operator.main import peering_priority
+
+    first, later = 1_795_000_000.0, 1_795_000_000.002
+    assert all(peering_priority(first) > peering_priority(later) for _ in range(50))
+    assert peering_priority(later) > 0
