@@ -1,12 +1,10 @@
 #!/usr/bin/env python3
 """The local test stack: a real Kubernetes control plane, a node, MariaDB and MinIO.
 
-The node is chosen by MBO_NODE: `real` (default) is the upstream kubelet and kube-proxy with
-containerd, runc and a CNI bridge running the images built by hack/build-image.sh (see
-hack/realnode.py); `process` is hack/kubelet.py, the older process kubelet, which runs host
-binaries and lets several stacks share one machine (there is one real node per machine).
-With the process kubelet everything listens on loopback; with the real node, on the bridge's
-host address, which pods can reach.
+The node is chosen by MBO_NODE: `process` (default) is hack/kubelet.py, the process kubelet;
+`real` is the upstream kubelet and kube-proxy with containerd, runc and a CNI bridge running the
+images built by hack/build-image.sh (see hack/realnode.py). With the process kubelet everything
+listens on loopback; with the real node, on the bridge's host address, which pods can reach.
 Everything runs as plain processes on free ports, under one state directory.
 `up` reuses a stack that is already running and healthy; `down` stops every process it started.
 The stack description (ports, credentials, kubeconfig) is written to `<state>/env.json` and
@@ -64,7 +62,7 @@ NODE_MODES = ("process", "real")
 
 
 def node_mode() -> str:
-    mode = os.environ.get("MBO_NODE") or "real"
+    mode = os.environ.get("MBO_NODE", "process")
     if mode not in NODE_MODES:
         raise SystemExit(f"MBO_NODE must be one of {NODE_MODES}, not {mode!r}")
     return mode
