@@ -15,11 +15,11 @@ import kopf
 
 from . import __version__, metrics
 from .api import BACKUPS, GROUP, LABEL_MANAGED_BY, MANAGED_BY, POLICIES, RESTORES, VERSION
+from .api.policy import DEFAULT_AGENT_IMAGE
 from .controllers.cache import Cache
 from .controllers.operation import Context, Settings
 from .controllers.runtime import Runtime, Tuning
 from .k8s.kube import Kube
-from .models import DEFAULT_AGENT_IMAGE
 
 LOG = logging.getLogger("mysql_backup_operator")
 CACHE = Cache()

@@ -5,7 +5,9 @@ import datetime as dt
 import pytest
 from mysql_backup_operator import naming
 from mysql_backup_operator.api import Compression
-from mysql_backup_operator.models import SpecError, parse_policy, parse_restore, restore_plan
+from mysql_backup_operator.api.common import SpecError
+from mysql_backup_operator.api.policy import parse_policy
+from mysql_backup_operator.api.restore import parse_restore, restore_plan
 
 POLICY = {
     "database": {"host": "db.example", "user": "backup", "passwordSecretRef": {"name": "db"}},

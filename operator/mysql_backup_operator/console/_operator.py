@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from ..api import (
-    API_VERSION,
-    BACKUPS,
-    GROUP,
-    LABEL_DB_KEY,
-    LABEL_POLICY,
-    POLICIES,
-    RESTORES,
-    VERSION,
-    BackupPhase,
-    Reason,
-    RestorePhase,
-    Trigger,
-)
+from ..api import API_VERSION, BACKUPS, GROUP, LABEL_DB_KEY, LABEL_POLICY, POLICIES, RESTORES, VERSION, Reason
+from ..api.backup import BackupPhase, Trigger
+from ..api.restore import RestorePhase
 from ..naming import lock_name
 
 __all__ = [

@@ -26,7 +26,9 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from ..api import BACKUPS, POLICIES, RESTORES, BackupPhase, RestorePhase
+from ..api import BACKUPS, POLICIES, RESTORES
+from ..api.backup import BackupPhase
+from ..api.restore import RestorePhase
 from ..k8s.kube import Kube, TransientError
 from ..objectstore import StorageError
 from .backup import BACKUP_FINALIZER, BackupController
