@@ -89,6 +89,33 @@ class S3Spec:
 
 
 @dataclass(frozen=True)
+class AzureBlobSpec:
+    """`spec.storage.azureBlob`. No credentials Secret means the pod's Azure workload identity."""
+
+    container: str
+    prefix: str
+    service_url: str | None
+    account_name: str | None
+    credentials_secret: str | None
+    connection_string_key: str | None
+    account_key_key: str | None
+    sas_token_key: str | None
+
+
+@dataclass(frozen=True)
+class GcsSpec:
+    """`spec.storage.gcs`. No credentials Secret means Application Default Credentials (GKE
+    Workload Identity)."""
+
+    bucket: str
+    prefix: str
+    endpoint: str | None
+    project: str | None
+    credentials_secret: str | None
+    service_account_key: str
+
+
+@dataclass(frozen=True)
 class JobTemplate:
     image: str
     image_pull_policy: str | None
@@ -105,12 +132,14 @@ class PolicySpec:
     name: str
     namespace: str
     database: DatabaseSpec
-    s3: S3Spec
+    s3: S3Spec | None
     compression: Compression
     compression_level: int | None
     extra_dump_args: tuple[str, ...]
     job: JobTemplate
     layout: str = "single"  # contract.config.LAYOUT_*: one object, or one per table
+    azure_blob: AzureBlobSpec | None = None
+    gcs: GcsSpec | None = None
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -139,21 +168,13 @@ def parse_policy(
         tls_enabled=bool(tls.get("enabled", False)),
         tls_ca=SecretKeyRef(tls_ca["name"], tls_ca.get("key", "ca.crt")) if tls_ca else None,
     )
-    s3raw = (spec.get("storage") or {}).get("s3") or {}
-    creds = _req(s3raw, "credentialsSecretRef", "spec.storage.s3")
-    ca = s3raw.get("caBundleSecretRef")
-    s3 = S3Spec(
-        bucket=str(_req(s3raw, "bucket", "spec.storage.s3")),
-        prefix=str(s3raw.get("prefix") or "").strip("/"),
-        endpoint=s3raw.get("endpoint") or None,
-        region=str(s3raw.get("region") or "us-east-1"),
-        force_path_style=bool(s3raw.get("forcePathStyle", False)),
-        credentials_secret=str(_req(creds, "name", "spec.storage.s3.credentialsSecretRef")),
-        access_key_id_key=str(creds.get("accessKeyIdKey", "AWS_ACCESS_KEY_ID")),
-        secret_access_key_key=str(creds.get("secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY")),
-        session_token_key=creds.get("sessionTokenKey") or None,
-        ca_bundle=SecretKeyRef(ca["name"], ca.get("key", "ca.crt")) if ca else None,
-    )
+    storage = spec.get("storage") or {}
+    chosen = [k for k in ("s3", "azureBlob", "gcs") if storage.get(k)]
+    if len(chosen) != 1:
+        raise SpecError("spec.storage needs exactly one of s3, azureBlob, gcs")
+    s3 = _parse_s3(storage["s3"]) if chosen == ["s3"] else None
+    azure = _parse_azure(storage["azureBlob"]) if chosen == ["azureBlob"] else None
+    gcs = _parse_gcs(storage["gcs"]) if chosen == ["gcs"] else None
     b = spec.get("backup") or {}
     try:
         compression = Compression(b.get("compression", "zstd"))
@@ -186,7 +207,63 @@ def parse_policy(
         extra_dump_args=extra,
         job=job,
         layout=str(b.get("layout") or "single"),
+        azure_blob=azure,
+        gcs=gcs,
         raw=spec,
+    )
+
+
+def _parse_s3(s3raw: Mapping[str, Any]) -> S3Spec:
+    creds = _req(s3raw, "credentialsSecretRef", "spec.storage.s3")
+    ca = s3raw.get("caBundleSecretRef")
+    return S3Spec(
+        bucket=str(_req(s3raw, "bucket", "spec.storage.s3")),
+        prefix=str(s3raw.get("prefix") or "").strip("/"),
+        endpoint=s3raw.get("endpoint") or None,
+        region=str(s3raw.get("region") or "us-east-1"),
+        force_path_style=bool(s3raw.get("forcePathStyle", False)),
+        credentials_secret=str(_req(creds, "name", "spec.storage.s3.credentialsSecretRef")),
+        access_key_id_key=str(creds.get("accessKeyIdKey", "AWS_ACCESS_KEY_ID")),
+        secret_access_key_key=str(creds.get("secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY")),
+        session_token_key=creds.get("sessionTokenKey") or None,
+        ca_bundle=SecretKeyRef(ca["name"], ca.get("key", "ca.crt")) if ca else None,
+    )
+
+
+def _parse_azure(raw: Mapping[str, Any]) -> AzureBlobSpec:
+    creds = raw.get("credentialsSecretRef") or {}
+    keys = [k for k in ("connectionStringKey", "accountKeyKey", "sasTokenKey") if creds.get(k)]
+    if creds and len(keys) != 1:
+        raise SpecError(
+            "spec.storage.azureBlob.credentialsSecretRef needs exactly one of connectionStringKey, accountKeyKey, "
+            "sasTokenKey"
+        )
+    service_url = raw.get("serviceURL") or None
+    if not service_url and keys != ["connectionStringKey"]:
+        raise SpecError("spec.storage.azureBlob.serviceURL is required unless a connection string is used")
+    if keys == ["accountKeyKey"] and not raw.get("accountName"):
+        raise SpecError("spec.storage.azureBlob.accountName is required with accountKeyKey")
+    return AzureBlobSpec(
+        container=str(_req(raw, "container", "spec.storage.azureBlob")),
+        prefix=str(raw.get("prefix") or "").strip("/"),
+        service_url=service_url,
+        account_name=raw.get("accountName") or None,
+        credentials_secret=str(_req(creds, "name", "spec.storage.azureBlob.credentialsSecretRef")) if creds else None,
+        connection_string_key=creds.get("connectionStringKey") or None,
+        account_key_key=creds.get("accountKeyKey") or None,
+        sas_token_key=creds.get("sasTokenKey") or None,
+    )
+
+
+def _parse_gcs(raw: Mapping[str, Any]) -> GcsSpec:
+    creds = raw.get("credentialsSecretRef") or {}
+    return GcsSpec(
+        bucket=str(_req(raw, "bucket", "spec.storage.gcs")),
+        prefix=str(raw.get("prefix") or "").strip("/"),
+        endpoint=raw.get("endpoint") or None,
+        project=raw.get("project") or None,
+        credentials_secret=str(_req(creds, "name", "spec.storage.gcs.credentialsSecretRef")) if creds else None,
+        service_account_key=str(creds.get("serviceAccountKey") or "service-account.json"),
     )
 
 

@@ -22,7 +22,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import IO, cast
 
 from ..api import Compression, Reason
 from ..contract.keys import part_key
@@ -30,7 +30,7 @@ from ..contract.manifest import ManifestObject, ObjectKind
 from .errors import AgentError
 from .split import Dest, DumpSplitter, Piece, Unit
 from .sqlstream import compressor
-from .storage import MultipartWriter
+from .storage import ObjectStore
 
 READ_CHUNK = 1024 * 1024
 HEADER_SCAN = 256 * 1024
@@ -179,8 +179,7 @@ class CompressedObject:
     def __init__(
         self,
         *,
-        s3: Any,
-        bucket: str,
+        store: ObjectStore,
         key: str,
         kind: Compression,
         level: int | None,
@@ -188,8 +187,8 @@ class CompressedObject:
         small: bool = False,
     ) -> None:
         """`small`: schema-only objects, compressed in-process and single-threaded (no zstd process)."""
-        self.s3, self.bucket, self.key = s3, bucket, key
-        self.writer = MultipartWriter(s3, bucket, key, metadata=metadata)
+        self.store, self.key = store, key
+        self.writer = store.writer(key, metadata=metadata)
         self.stats = StreamStats()
         self.finished = False
         argv = zstd_command(level) if kind == Compression.ZSTD and not small else None
@@ -265,7 +264,7 @@ class CompressedObject:
         # Always, not only when finish() returned: SIGTERM can land after S3 completed the upload
         # but before we recorded it (seen in the killed-agent test). Deleting a missing key is a no-op.
         with contextlib.suppress(Exception):
-            self.s3.delete_object(Bucket=self.bucket, Key=self.key)
+            self.store.delete(self.key)
 
 
 class SplitUpload:
@@ -278,9 +277,9 @@ class SplitUpload:
     """
 
     def __init__(
-        self, *, s3: Any, bucket: str, directory: str, kind: Compression, level: int | None, metadata: dict[str, str]
+        self, *, store: ObjectStore, directory: str, kind: Compression, level: int | None, metadata: dict[str, str]
     ) -> None:
-        self.s3, self.bucket, self.directory = s3, bucket, directory
+        self.store, self.directory = store, directory
         self.kind, self.level, self.metadata = kind, level, metadata
         self.splitter = DumpSplitter()
         self.raw = StreamStats()
@@ -292,8 +291,7 @@ class SplitUpload:
 
     def _open(self, key: str, *, small: bool = False) -> CompressedObject:
         return CompressedObject(
-            s3=self.s3,
-            bucket=self.bucket,
+            store=self.store,
             key=key,
             kind=self.kind,
             level=self.level,

@@ -35,6 +35,7 @@ from ..api import (
     RestorePhase,
     Trigger,
 )
+from ..backends import Target
 from ..k8s.kube import Kube
 from ..k8s.locking import LeaseLock, Operation, acquire
 from ..models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
@@ -172,11 +173,8 @@ class Reconciler:
         values: list[str] = []
         refs = [
             (policy.database.password.name, policy.database.password.key),
-            (policy.s3.credentials_secret, policy.s3.access_key_id_key),
-            (policy.s3.credentials_secret, policy.s3.secret_access_key_key),
+            *((e.secret, e.key) for e in Target.of(policy).secret_env),
         ]
-        if policy.s3.session_token_key:
-            refs.append((policy.s3.credentials_secret, policy.s3.session_token_key))
         cache: dict[str, dict[str, str] | None] = {}
         for name, key in refs:
             if name not in cache:
@@ -331,7 +329,7 @@ class Reconciler:
             job_name = rendered["metadata"]["name"]
             running = cond.backup_running(obj["status"], job_name=job_name, generation=gen, now=utcnow())
             directory = naming.storage_dir(
-                prefix=policy.s3.prefix, namespace=ns, policy=policy.name, backup=name, uid=m["uid"]
+                prefix=Target.of(policy).prefix, namespace=ns, policy=policy.name, backup=name, uid=m["uid"]
             )
             loc = Location.for_policy(
                 policy, naming.dump_key(directory, policy.compression), naming.manifest_key(directory)
@@ -404,7 +402,7 @@ class Reconciler:
             return None
         finally:
             store.close()
-        return result_from_manifest(loc.bucket, loc.manifest_key, manifest)
+        return result_from_manifest(loc.bucket, loc.manifest_key, manifest, backend=loc.backend)
 
     def _failure_from(
         self, result: Mapping[str, Any], job_reason: str | None, secret_values: list[str], *, what: str
@@ -614,7 +612,8 @@ class Reconciler:
 
     def store(self, namespace: str, loc: Location) -> Store:
         """A client for a Backup's bucket, with the credentials from its Secret."""
-        secret = self.kube.secret_values(namespace, loc.secret)
+        # No credentials Secret (Azure/GCS workload identity): the SDK finds the pod's identity.
+        secret = self.kube.secret_values(namespace, loc.secret) if loc.secret else {}
         if secret is None:
             raise StorageError(
                 f'credentials Secret "{loc.secret}" not found in namespace {namespace}', no_credentials=True
@@ -648,5 +647,5 @@ class Reconciler:
             store.delete_backup(manifest_key=loc.manifest_key, dump_key=loc.dump_key)
         finally:
             store.close()
-        LOG.info("Backup %s/%s: deleted s3://%s/%s", ns, name, loc.bucket, loc.dump_key)
-        return f"deleted s3://{loc.bucket}/{loc.dump_key} and its manifest"
+        LOG.info("Backup %s/%s: deleted %s", ns, name, loc.url(loc.dump_key))
+        return f"deleted {loc.url(loc.dump_key)} and its manifest"
