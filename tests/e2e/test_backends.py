@@ -163,3 +163,44 @@ def test_per_table_layout(env: Env) -> None:
     finally:
         with contextlib.suppress(Exception):
             env.sql(f"DROP DATABASE IF EXISTS `{per_table._other(env)}`")
+
+
+@pytest.mark.parametrize("env", [f"{backends.AZURE}:accountKey"], indirect=True)
+def test_backend_choice_is_checked_at_apply_time_and_bad_credentials_fail_with_a_reason(env: Env) -> None:
+    from kubernetes import client
+
+    azure = backends.storage_spec(env.stack, env.backend, "accountKey", env.bucket, env.secret)[backends.AZURE]
+    s3 = {"bucket": env.bucket, "credentialsSecretRef": {"name": "s3-credentials"}}
+    refused = {
+        "two-backends": ({"s3": s3, backends.AZURE: azure}, "exactly one backend"),
+        "no-backend": ({"sync": True}, "exactly one backend"),
+        "two-keys": (
+            {
+                backends.AZURE: {
+                    **azure,
+                    "credentialsSecretRef": {"name": "x", "accountKeyKey": "a", "sasTokenKey": "s"},
+                }
+            },
+            "exactly one of connectionStringKey, accountKeyKey, sasTokenKey",
+        ),
+        "no-url": ({backends.AZURE: {k: v for k, v in azure.items() if k != "serviceURL"}}, "serviceURL is required"),
+    }
+    for name, (storage, message) in refused.items():
+        with pytest.raises(client.ApiException) as e:
+            env.policy(name, storage=storage)
+        assert e.value.status == 422 and message in e.value.body, (name, e.value.body)
+
+    # A wrong account key: the backup fails with StorageAccessDenied, and the key is nowhere in status.
+    wrong = "d3Jvbmc=" * 11
+    env.secret("azure-wrong", {"accountKey": wrong})
+    env.policy(
+        "wrongkey",
+        storage={
+            backends.AZURE: {**azure, "credentialsSecretRef": {"name": "azure-wrong", "accountKeyKey": "accountKey"}}
+        },
+    )
+    env.backup("denied", policy="wrongkey")
+    st = env.wait_phase("backups", "denied", ("Completed", "Failed"))["status"]
+    assert st["phase"] == "Failed" and st["reason"] == "StorageAccessDenied", st
+    assert wrong not in json.dumps(st) and env.stack.raw["azure"]["key"] not in json.dumps(st)
+    assert not env.objects(), "a failed backup left objects behind"

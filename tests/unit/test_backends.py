@@ -112,3 +112,22 @@ def test_errors_classify_across_sdks() -> None:
     assert classify(AzureLike("BlobNotFound", 404)) == ErrorKind.MISSING
     assert classify(AzureLike("AuthenticationFailed", 403)) == ErrorKind.DENIED
     assert classify(AzureLike("ServerBusy", 503)) == ErrorKind.UNAVAILABLE
+
+
+def test_an_s3_agent_never_imports_the_azure_or_google_sdks() -> None:
+    """The agent pod has a 128 MiB memory target: the other backends' SDKs load only when used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from mysql_backup_operator.agent import cli\n"
+        "from mysql_backup_operator.contract import config as cc\n"
+        "from mysql_backup_operator.contract.store import open_store\n"
+        "raw = {'storage': {'bucket': 'b', 'endpoint': 'http://127.0.0.1:9'}}\n"
+        "env = {cc.ENV_CONFIG: json.dumps(raw), 'AWS_ACCESS_KEY_ID': 'a', 'AWS_SECRET_ACCESS_KEY': 'b'}\n"
+        "open_store(cc.load(env).storage)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('azure', 'google')}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
