@@ -143,3 +143,19 @@ def delete(stack: Stack, backend: str, bucket: str, key: str) -> None:
         azure_container(stack, bucket).get_blob_client(key).delete_blob()
     else:
         gcs_client(stack).bucket(bucket).blob(key).delete()
+
+
+def secret_values(env: Any) -> list[str]:
+    """The credentials behind env's policy, read back from its Secret: the Azure account key and
+    SAS signature, or the PEM lines of the GCS key's private key."""
+    import base64
+
+    name = AZURE_SECRET if env.backend == AZURE else GCS_SECRET
+    data = {
+        k: base64.b64decode(v).decode()
+        for k, v in (env.core.read_namespaced_secret(name, env.namespace).data or {}).items()
+    }
+    if env.backend == AZURE:
+        return [data["accountKey"], data["sas"].split("sig=")[1].split("&")[0]]
+    key = json.loads(data["service-account.json"])["private_key"]
+    return [line for line in key.splitlines() if len(line) > 40]

@@ -340,6 +340,12 @@ class Env:
         res = s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         return {o["Key"]: o["Size"] for o in res.get("Contents", [])}
 
+    def storage_secrets(self) -> list[str]:
+        """The storage credentials a leak check looks for (call after `policy()`)."""
+        if self.backend == "s3":
+            return [self.stack.s3["secret_key"]]
+        return backends.secret_values(self)
+
     def read_object(self, key: str) -> bytes:
         if self.backend != "s3":
             return backends.read(self.stack, self.backend, self.bucket, key)

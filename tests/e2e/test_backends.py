@@ -27,7 +27,7 @@ from tests.e2e import backends
 from tests.e2e import test_backup_restore as backup_restore
 from tests.e2e import test_per_table as per_table
 from tests.e2e import test_schedule_retention as retention
-from tests.e2e.conftest import Env
+from tests.e2e.conftest import Env, OperatorProcess
 from tests.stackenv import Stack
 
 MiB = 1024 * 1024
@@ -154,6 +154,21 @@ def test_deletion_removes_the_objects_and_retain_keeps_them(env: Env, stack: Any
 @pytest.mark.parametrize("env", [f"{backends.AZURE}:sas", f"{backends.GCS}:serviceAccount"], indirect=True)
 def test_recovery_from_storage_and_data_missing(env: Env) -> None:
     retention.test_recovery_from_storage_and_data_missing(env)
+
+
+@pytest.mark.parametrize("env", [backends.AZURE, backends.GCS], indirect=True)
+def test_agent_pod_killed_mid_backup_publishes_nothing(env: Env) -> None:
+    backup_restore.test_agent_pod_killed_mid_backup_publishes_nothing(env)
+
+
+@pytest.mark.parametrize("env", [backends.AZURE, backends.GCS], indirect=True)
+def test_agent_memory_stays_flat_whatever_the_dump_size(env: Env) -> None:
+    backup_restore.test_agent_memory_stays_flat_whatever_the_dump_size(env)
+
+
+@pytest.mark.parametrize("env", [f"{backends.AZURE}:connectionString", f"{backends.GCS}:serviceAccount"], indirect=True)
+def test_credentials_never_leak(env: Env, operator: OperatorProcess) -> None:
+    backup_restore.test_password_never_leaks(env, operator)
 
 
 @pytest.mark.parametrize("env", [backends.AZURE, backends.GCS], indirect=True)

@@ -113,6 +113,11 @@ def test_errors_classify_across_sdks() -> None:
     assert classify(AzureLike("AuthenticationFailed", 403)) == ErrorKind.DENIED
     assert classify(AzureLike("ServerBusy", 503)) == ErrorKind.UNAVAILABLE
 
+    class RefreshError(Exception):  # google-auth's, when a key cannot be exchanged for a token
+        pass
+
+    assert classify(RefreshError("invalid_grant")) == ErrorKind.DENIED
+
 
 def test_an_s3_agent_never_imports_the_azure_or_google_sdks() -> None:
     """The agent pod has a 128 MiB memory target: the other backends' SDKs load only when used."""

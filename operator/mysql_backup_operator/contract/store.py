@@ -80,6 +80,13 @@ _DENIED = {
 }
 _FULL = {"XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded", "EntityTooLarge", "StorageFull"}
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "404", "NotFound", "BlobNotFound", "ContainerNotFound"}
+# No usable credentials at all: google-auth could not get a token, azure-identity found no identity.
+_CREDENTIAL_ERRORS = {
+    "RefreshError",
+    "DefaultCredentialsError",
+    "ClientAuthenticationError",
+    "CredentialUnavailableError",
+}
 _TIMEOUTS = {"ReadTimeoutError", "ConnectTimeoutError", "ReadTimeout", "ConnectTimeout", "ServiceResponseTimeoutError"}
 
 
@@ -108,7 +115,7 @@ def error_code(exc: BaseException) -> tuple[str, int]:
 def classify(exc: BaseException) -> ErrorKind:
     """What a storage failure means for the caller, whatever the backend."""
     code, status = error_code(exc)
-    if code in _DENIED or status in (401, 403):
+    if code in _DENIED or status in (401, 403) or type(exc).__name__ in _CREDENTIAL_ERRORS:
         return ErrorKind.DENIED
     if code in _FULL or status == 507:
         return ErrorKind.FULL

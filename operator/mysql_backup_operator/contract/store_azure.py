@@ -42,7 +42,7 @@ class BlockWriter(PartWriter):
 
     def _upload_part(self, number: int, chunk: bytearray, *, offset: int, last: bool) -> str:
         block = _block_id(number)
-        self.blob.stage_block(block_id=block, data=bytes(chunk), length=len(chunk))
+        self.blob.stage_block(block_id=block, data=chunk, length=len(chunk))  # no copy: the SDK sends it as is
         return block
 
     def _commit(self, tokens: list[Any]) -> None:
