@@ -23,6 +23,14 @@ from .contract.keys import directory_of, is_manifest
 from .contract.store import SCHEMES, Backend, ObjectStore, describe, missing, object_url, open_store
 from .models import PolicySpec
 
+# Azure/GCS credentials in status.storage: which key of the Secret feeds which agent env var.
+STATUS_KEYS = {
+    cc.ENV_AZURE_CONNECTION_STRING: "connectionStringKey",
+    cc.ENV_AZURE_ACCOUNT_KEY: "accountKeyKey",
+    cc.ENV_AZURE_SAS_TOKEN: "sasTokenKey",
+    cc.ENV_GCS_CREDENTIALS: "serviceAccountKey",
+}
+
 
 class StorageError(Exception):
     """Object storage failed; `missing` tells "not there" apart from "could not ask"."""
@@ -38,8 +46,9 @@ class Location:
     """Everything needed to reach one Backup's objects, as stored in `status.storage`.
 
     The S3 fields keep their names from before Azure and GCS, so statuses written by an older
-    operator still read; the other backends add `backend`, `credentialKeys` (agent env var ->
-    key in the credentials Secret) and their own settings.
+    operator still read; the other backends add `backend`, the names of their keys in the
+    credentials Secret (`connectionStringKey`, `accountKeyKey`, `sasTokenKey`, `serviceAccountKey`)
+    and their own settings.
     """
 
     bucket: str
@@ -55,7 +64,7 @@ class Location:
     ca_secret: str | None = None
     ca_key: str | None = None
     backend: Backend = Backend.S3
-    credential_keys: Mapping[str, str] = field(default_factory=dict)
+    credential_keys: Mapping[str, str] = field(default_factory=dict)  # agent env var -> key in the Secret
     account_name: str | None = None
     project: str | None = None
 
@@ -83,7 +92,7 @@ class Location:
         else:
             d |= {
                 "backend": str(self.backend),
-                "credentialKeys": dict(self.credential_keys),
+                **{STATUS_KEYS[env]: key for env, key in self.credential_keys.items()},
                 "accountName": self.account_name,
                 "project": self.project,
             }
@@ -105,7 +114,7 @@ class Location:
             ca_secret=d.get("caSecret"),
             ca_key=d.get("caKey"),
             backend=Backend(d.get("backend") or "s3"),
-            credential_keys=dict(d.get("credentialKeys") or {}),
+            credential_keys={env: d[name] for env, name in STATUS_KEYS.items() if d.get(name)},
             account_name=d.get("accountName"),
             project=d.get("project"),
         )
