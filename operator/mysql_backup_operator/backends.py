@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .api.policy import PolicySpec, SecretKeyRef
 from .contract import config as cc
 from .contract.store import Backend, object_url
-from .models import PolicySpec, SecretKeyRef
 
 CA_MOUNT = "/etc/mysql-backup/ca"
 

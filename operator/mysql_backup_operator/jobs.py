@@ -23,10 +23,10 @@ from .api import (
     LABEL_RESTORE_JOB,
     LABEL_TRIGGER,
     MANAGED_BY,
-    Trigger,
 )
+from .api.backup import Trigger
+from .api.policy import PolicySpec
 from .backends import CA_MOUNT, Target
-from .models import PolicySpec
 
 AGENT_CONTAINER = "agent"
 AGENT_UID = 65532

@@ -62,3 +62,9 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     """(bucket, key) of an s3://, azblob:// or gs:// location (the name predates Azure and GCS)."""
     _, bucket, key = parse_object_url(url)
     return bucket, key
+
+
+def manual_backup_name(policy: str, now: dt.datetime) -> str:
+    """`<policy>-manual-<UTC timestamp>`: the name the plugin and the console give a backup taken by
+    hand (second resolution: a second click within the same second is "already exists", not a twin)."""
+    return bounded(f"{policy}-manual-{now.astimezone(dt.UTC).strftime('%Y%m%d%H%M%S')}", 253)

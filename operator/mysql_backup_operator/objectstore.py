@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .api.policy import PolicySpec
 from .backends import Target
 from .contract import config as cc
 from .contract import manifest as mf
@@ -21,7 +22,6 @@ from .contract import result as res
 from .contract.config import StorageConfig
 from .contract.keys import directory_of, is_manifest
 from .contract.store import SCHEMES, Backend, ObjectStore, describe, missing, object_url, open_store
-from .models import PolicySpec
 
 # Azure/GCS credentials in status.storage: which key of the Secret feeds which agent env var.
 STATUS_KEYS = {

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 from mysql_backup_operator import jobs
+from mysql_backup_operator.api.common import SpecError
+from mysql_backup_operator.api.policy import parse_policy
 from mysql_backup_operator.backends import Target
 from mysql_backup_operator.contract import config as cc
 from mysql_backup_operator.contract.store import Backend, ErrorKind, classify, object_url, parse_object_url
-from mysql_backup_operator.models import SpecError, parse_policy
 from mysql_backup_operator.objectstore import Location
 
 DB = {"host": "db", "user": "bk", "passwordSecretRef": {"name": "dbpw"}}
