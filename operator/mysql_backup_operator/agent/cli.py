@@ -37,6 +37,7 @@ from .config import AgentConfig, load
 from .errors import AgentError
 from .pipeline import SplitUpload, compress_stream, widen_pipe
 from .sqlstream import (
+    PER_TABLE_DUMP_FLAGS,
     DatabaseFilter,
     client_binary,
     decompress,
@@ -214,10 +215,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             databases=meta["databases"],
             is_mariadb=meta["isMariaDB"],
             capture_binlog=meta["binlogEnabled"],
-            # perTable: tables load concurrently, and a stream holding LOCK TABLES on a child table
-            # fails ("Table 'parent' was not locked", error 1100) when a parallel stream re-creates
-            # its FK parent; the locks only speed up MyISAM loads, so they are left out.
-            extra_args=[*(cfg.backup.get("extraDumpArgs") or ()), *(["--skip-add-locks"] if per_table else [])],
+            extra_args=[*(cfg.backup.get("extraDumpArgs") or ()), *(PER_TABLE_DUMP_FLAGS if per_table else ())],
         )
         metadata = {"mysqlbackup-backup": str(cfg.backup.get("name", "")), "mysqlbackup-compression": compression}
         level = cfg.backup.get("compressionLevel")
