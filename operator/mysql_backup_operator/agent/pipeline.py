@@ -20,16 +20,17 @@ import io
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 from ..api import Compression, Reason
 from ..contract.keys import part_key
 from ..contract.manifest import ManifestObject, ObjectKind
 from .errors import AgentError
 from .split import Dest, DumpSplitter, Piece, Unit
-from .sqlstream import compressor
+from .sqlstream import Buffer, compressor
 from .storage import MultipartWriter
 
 READ_CHUNK = 1024 * 1024
@@ -48,13 +49,13 @@ class StreamStats:
     tail: bytes = b""
     sha: hashlib._Hash = field(default_factory=hashlib.sha256)
 
-    def saw_raw(self, chunk: bytes) -> None:
+    def saw_raw(self, chunk: Bytes) -> None:
         self.raw_bytes += len(chunk)
         if len(self.header) < HEADER_SCAN:
             self.header += chunk[: HEADER_SCAN - len(self.header)]
         self.tail = (self.tail + chunk[-TAIL:])[-TAIL:]
 
-    def saw_stored(self, chunk: bytes) -> None:
+    def saw_stored(self, chunk: Bytes) -> None:
         self.sha.update(chunk)
         self.stored_bytes += len(chunk)
 
@@ -75,6 +76,25 @@ def widen_pipe(f: IO[bytes] | None) -> None:
             fcntl.fcntl(f.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
 
 
+# What flows between stages; a view is used before the next read reuses its buffer.
+Bytes = Buffer
+
+
+class Readable(Protocol):
+    def readinto(self, buffer: bytearray, /) -> int | None: ...
+
+
+def chunks(source: Readable, size: int = READ_CHUNK) -> Iterator[memoryview]:
+    """The source's bytes as views of one reused buffer: no new 1 MiB object (and its page
+    faults) per read. A view is valid until the next one is asked for: the consumer writes it on
+    (to a pipe, a compressor, a part buffer) before it iterates again. From a raw pipe each read
+    returns what is there, so the producer never waits for us to want a whole buffer."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    while n := source.readinto(buf):
+        yield view[:n]
+
+
 def zstd_command(level: int | None) -> list[str] | None:
     """The zstd CLI invocation, or None when the binary is missing (then zstandard is used)."""
     binary = shutil.which("zstd")
@@ -86,7 +106,7 @@ def zstd_command(level: int | None) -> list[str] | None:
 
 
 def compress_stream(
-    source: IO[bytes], *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
+    source: Readable, *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
 ) -> StreamStats:
     """Reads `source` to EOF, compresses, hashes and passes every compressed byte to `sink`.
 
@@ -100,11 +120,11 @@ def compress_stream(
 
 
 def _in_process(
-    source: IO[bytes], *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
+    source: Readable, *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
 ) -> StreamStats:
     stats = StreamStats()
     comp = compressor(kind, level)
-    while chunk := source.read(READ_CHUNK):
+    for chunk in chunks(source):
         stats.saw_raw(chunk)
         out = comp.compress(chunk)
         if out:
@@ -117,7 +137,7 @@ def _in_process(
     return stats
 
 
-def _with_cli(source: IO[bytes], *, argv: list[str], sink: Callable[[bytes], None]) -> StreamStats:
+def _with_cli(source: Readable, *, argv: list[str], sink: Callable[[bytes], None]) -> StreamStats:
     stats = StreamStats()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -128,7 +148,7 @@ def _with_cli(source: IO[bytes], *, argv: list[str], sink: Callable[[bytes], Non
 
     def feed() -> None:
         try:
-            while chunk := source.read(READ_CHUNK):
+            for chunk in chunks(source):
                 stats.saw_raw(chunk)
                 stdin.write(chunk)
         except BaseException as e:  # reported by the calling thread
@@ -219,7 +239,7 @@ class CompressedObject:
         if self.error:
             raise self.error[0]
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Bytes) -> None:
         self.stats.saw_raw(data)
         if self.proc is None:
             assert self.comp is not None
@@ -235,7 +255,8 @@ class CompressedObject:
             self._raise_drain_error()
             raise AgentError(Reason.DUMP_FAILED, "zstd stopped reading its input", permanent=False) from None
 
-    def finish(self) -> StreamStats:
+    def end_stream(self) -> StreamStats:
+        """Compresses and hands off the last bytes; after this only the upload may be running."""
         if self.proc is None:
             assert self.comp is not None
             out = self.comp.flush()
@@ -252,8 +273,16 @@ class CompressedObject:
             if code != 0:
                 err = self.proc.stderr.read().decode(errors="replace").strip()[-500:]
                 raise AgentError(Reason.DUMP_FAILED, f"zstd exited with code {code}: {err}", permanent=False)
+        return self.stats
+
+    def publish(self) -> None:
+        """Waits for the last parts and completes the multipart upload: the object exists."""
         self.writer.complete()
         self.finished = True
+
+    def finish(self) -> StreamStats:
+        self.end_stream()
+        self.publish()
         return self.stats
 
     def abort(self) -> None:
@@ -289,6 +318,11 @@ class SplitUpload:
         self.table: CompressedObject | None = None
         self.table_dest: Dest | None = None
         self.tables: list[tuple[CompressedObject, Dest]] = []
+        # A finished table's last parts and its CompleteMultipartUpload run here while the dump
+        # flows on into the next table (before, the dump stalled at every table boundary for
+        # those round trips). One at a time: memory stays that of one table's upload.
+        self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
+        self.publishing: Future[None] | None = None
 
     def _open(self, key: str, *, small: bool = False) -> CompressedObject:
         return CompressedObject(
@@ -321,18 +355,28 @@ class SplitUpload:
 
     def _close_table(self) -> None:
         if self.table is not None and self.table_dest is not None:
-            self.table.finish()
+            self.table.end_stream()
+            self._published()
+            self.publishing = self.publisher.submit(self.table.publish)
             self.tables.append((self.table, self.table_dest))
         self.table, self.table_dest = None, None
 
-    def stream(self, source: IO[bytes]) -> StreamStats:
-        while chunk := source.read(READ_CHUNK):
+    def _published(self) -> None:
+        """Waits for the table being published (raising its error)."""
+        if self.publishing is not None:
+            self.publishing.result()
+            self.publishing = None
+
+    def stream(self, source: Readable) -> StreamStats:
+        for chunk in chunks(source):
             self.raw.saw_raw(chunk)
-            for piece in self.splitter.feed(chunk):
+            # chunk views the start of chunks()' buffer: the splitter searches that bytearray.
+            for piece in self.splitter.feed(cast(bytearray, chunk.obj), len(chunk)):
                 self._route(piece)
         for piece in self.splitter.flush():
             self._route(piece)
         self._close_table()
+        self._published()
         return self.raw
 
     def finish(self) -> list[ManifestObject]:
@@ -362,6 +406,9 @@ class SplitUpload:
         return sum(o.writer.slot_wait for o, _ in self.tables) + self.prologue.writer.slot_wait
 
     def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._published()
+        self.publisher.shutdown(wait=True)
         for o in [self.prologue, self.epilogue, *([self.table] if self.table else []), *(o for o, _ in self.tables)]:
             with contextlib.suppress(Exception):
                 o.abort()

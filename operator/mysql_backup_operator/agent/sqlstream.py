@@ -129,14 +129,17 @@ def parse_binlog(header: bytes) -> BinlogPosition | None:
     )
 
 
+Buffer = bytes | bytearray | memoryview  # compressors take any of these (zstandard, zlib do)
+
+
 class Compressor(Protocol):
-    def compress(self, data: bytes) -> bytes: ...
+    def compress(self, data: Buffer) -> bytes: ...
     def flush(self) -> bytes: ...
 
 
 class _Identity:
-    def compress(self, data: bytes) -> bytes:
-        return data
+    def compress(self, data: Buffer) -> bytes:
+        return bytes(data)
 
     def flush(self) -> bytes:
         return b""
@@ -146,7 +149,7 @@ class _Zstd:
     def __init__(self, level: int, threads: int) -> None:
         self._c = zstandard.ZstdCompressor(level=level, threads=threads).compressobj()
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: Buffer) -> bytes:
         return bytes(self._c.compress(data))
 
     def flush(self) -> bytes:
@@ -157,7 +160,7 @@ class _Gzip:
     def __init__(self, level: int) -> None:
         self._c = zlib.compressobj(level, zlib.DEFLATED, 31)
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: Buffer) -> bytes:
         return self._c.compress(data)
 
     def flush(self) -> bytes:
