@@ -25,7 +25,8 @@ from .api import (
     MANAGED_BY,
     Trigger,
 )
-from .models import PolicySpec
+from .contract.config import LAYOUT_PER_TABLE
+from .models import WHOLE, BackupScope, PolicySpec
 
 AGENT_CONTAINER = "agent"
 AGENT_UID = 65532
@@ -197,7 +198,14 @@ def render_job(
 
 
 def render_backup_job(
-    *, backup_name: str, backup_uid: str, namespace: str, trigger: str, policy: PolicySpec, db_key: str
+    *,
+    backup_name: str,
+    backup_uid: str,
+    namespace: str,
+    trigger: str,
+    policy: PolicySpec,
+    db_key: str,
+    scope: BackupScope = WHOLE,
 ) -> dict[str, Any]:
     directory = naming.storage_dir(
         prefix=policy.s3.prefix, namespace=namespace, policy=policy.name, backup=backup_name, uid=backup_uid
@@ -214,7 +222,9 @@ def render_backup_job(
         "compression": str(policy.compression),
         "compressionLevel": policy.compression_level,
         "extraDumpArgs": list(policy.extra_dump_args),
-        "layout": policy.layout,
+        # A table-scoped backup is per table by nature: its manifest lists exactly those tables.
+        "layout": LAYOUT_PER_TABLE if scope.tables else policy.layout,
+        "scope": scope.to_spec(),
     }
     return render_job(
         name=naming.backup_job_name(backup_name),
@@ -287,11 +297,14 @@ def render_backup(
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
     deletion_policy: str | None = None,
+    scope: BackupScope = WHOLE,
 ) -> dict[str, Any]:
     """A Backup the operator creates itself (scheduled run, pre-restore safety net, import)."""
     spec: dict[str, Any] = {"policyRef": {"name": policy.name}, "trigger": str(trigger), "description": description}
     if deletion_policy:
         spec["deletionPolicy"] = deletion_policy
+    if scope:
+        spec["scope"] = scope.to_spec()
     return {
         "apiVersion": API_VERSION,
         "kind": "Backup",

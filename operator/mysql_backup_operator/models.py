@@ -191,11 +191,44 @@ def parse_policy(
 
 
 @dataclass(frozen=True)
+class BackupScope:
+    """Part of the server a Backup covers; empty = the policy's databases (or all of them)."""
+
+    databases: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()  # "database.table"; such a backup is always perTable
+
+    def __bool__(self) -> bool:
+        return bool(self.databases or self.tables)
+
+    def to_spec(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in (("databases", self.databases), ("tables", self.tables)) if v}
+
+
+WHOLE = BackupScope()  # no scope: the policy's databases
+
+
+@dataclass(frozen=True)
 class BackupSpec:
     policy: str
     trigger: Trigger
     deletion_policy: DeletionPolicy
     description: str
+    scope: BackupScope = WHOLE
+
+
+def _parse_scope(raw: Mapping[str, Any]) -> BackupScope:
+    databases = tuple(str(d) for d in raw.get("databases") or ())
+    tables = tuple(str(t) for t in raw.get("tables") or ())
+    if databases and tables:
+        raise SpecError("spec.scope: set either databases or tables, not both")
+    for d in databases:
+        if not _DB_NAME.match(d) or d.lower() in SYSTEM_SCHEMAS:
+            raise SpecError(f"spec.scope.databases: invalid database name {d!r}")
+    for t in tables:
+        db, dot, name = t.partition(".")
+        if not dot or not _DB_NAME.match(db) or not _DB_NAME.match(name) or db.lower() in SYSTEM_SCHEMAS:
+            raise SpecError(f"spec.scope.tables: invalid table {t!r} (expected database.table)")
+    return BackupScope(databases=databases, tables=tables)
 
 
 def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
@@ -210,6 +243,7 @@ def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
         trigger=trigger,
         deletion_policy=deletion,
         description=str(spec.get("description") or ""),
+        scope=_parse_scope(spec.get("scope") or {}),
     )
 
 
@@ -252,6 +286,23 @@ def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
         tables=tables,
         parallelism=int(parallelism) if parallelism is not None else None,
     )
+
+
+def safety_scope(spec: RestoreSpec) -> BackupScope:
+    """What a Restore replaces, for its pre-restore safety backup to cover (nothing more).
+
+    Tables (under the target database when there is one) for a table-level restore; the chosen
+    databases (or the target) for a database-level one; empty, i.e. the policy's whole backup,
+    for a full restore. What the restore reads (the source backup) does not matter here, only
+    what it overwrites.
+    """
+    if spec.tables:
+        return BackupScope(
+            tables=tuple(f"{spec.target}.{t.partition('.')[2]}" for t in spec.tables) if spec.target else spec.tables
+        )
+    if spec.target:
+        return BackupScope(databases=(spec.target,))
+    return BackupScope(databases=spec.databases)
 
 
 def restore_plan(spec: RestoreSpec, backed_up: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:

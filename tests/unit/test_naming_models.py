@@ -1,11 +1,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from mysql_backup_operator import naming
 from mysql_backup_operator.api import Compression
-from mysql_backup_operator.models import SpecError, parse_policy, parse_restore, restore_plan
+from mysql_backup_operator.models import (
+    BackupScope,
+    SpecError,
+    parse_backup,
+    parse_policy,
+    parse_restore,
+    restore_plan,
+    safety_scope,
+)
 
 POLICY = {
     "database": {"host": "db.example", "user": "backup", "passwordSecretRef": {"name": "db"}},
@@ -87,3 +96,24 @@ def test_restore_plan() -> None:
         restore_plan(parse_restore({"backupRef": {"name": "b"}, "databases": ["z"]}), ("a",))
     with pytest.raises(SpecError, match="exactly one"):
         restore_plan(parse_restore({"backupRef": {"name": "b"}, "target": "c"}), ("a", "b"))
+
+
+def test_the_safety_backup_scope_is_what_the_restore_replaces() -> None:
+    def scope(**spec: Any) -> BackupScope:
+        return safety_scope(parse_restore({"backupRef": {"name": "b"}, **spec}))
+
+    assert not scope(), "a full restore: the policy's whole backup"
+    assert scope(databases=["a", "b"]) == BackupScope(databases=("a", "b"))
+    assert scope(databases=["a"], target="copy") == BackupScope(databases=("copy",))
+    assert scope(tables=["a.t1", "a.t2"]) == BackupScope(tables=("a.t1", "a.t2"))
+    assert scope(tables=["a.t1"], target="copy") == BackupScope(tables=("copy.t1",))
+    assert scope(tables=["a.t1"]).to_spec() == {"tables": ["a.t1"]}
+
+
+def test_a_backup_scope_is_checked() -> None:
+    spec = {"policyRef": {"name": "p"}}
+    assert parse_backup(spec).scope == BackupScope()
+    assert parse_backup({**spec, "scope": {"tables": ["a.t"]}}).scope.tables == ("a.t",)
+    for bad in ({"tables": ["nodot"]}, {"databases": ["mysql"]}, {"databases": ["a"], "tables": ["a.t"]}):
+        with pytest.raises(SpecError):
+            parse_backup({**spec, "scope": bad})

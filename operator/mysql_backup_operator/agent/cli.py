@@ -108,7 +108,11 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
         with conn.cursor() as cur:
             cur.execute("SELECT VERSION()")
             version = str(cur.fetchone()[0])
-            if cfg.db.databases:
+            scope = cfg.backup.get("scope") or {}
+            ignore: list[str] = []
+            if scope:
+                databases, ignore = scoped_databases(cur, scope)
+            elif cfg.db.databases:
                 databases = list(cfg.db.databases)
                 cur.execute(
                     "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN %s", (tuple(databases),)
@@ -140,6 +144,7 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
                 for k, q in queries.items():
                     cur.execute(q, (dbs,))
                     counts[k] = int(cur.fetchone()[0])
+                counts["tables"] -= len(ignore)
             binlog_on = False
             try:
                 cur.execute("SHOW MASTER STATUS")
@@ -151,15 +156,38 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
         raise errors.from_mysql_errno(code, str(e.args[1] if len(e.args) > 1 else e), what="backup") from None
     finally:
         conn.close()
-    if not databases:
+    if not databases and not scope:
         raise AgentError(Reason.DUMP_FAILED, "the server has no user databases to back up", permanent=True)
     return {
+        "ignoreTables": ignore,
         "serverVersion": version,
         "isMariaDB": "mariadb" in version.lower(),
         "databases": databases,
         "counts": counts,
         "binlogEnabled": binlog_on,
     }
+
+
+def scoped_databases(cur: Any, scope: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """A scoped backup (a partial Restore's safety backup): the databases to dump and the tables
+    of theirs to leave out (`--ignore-table`), so the dump holds exactly the scope's databases or
+    tables. What does not exist on the server is skipped: there is nothing of it to protect."""
+    if scope.get("databases"):
+        cur.execute(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN %s ORDER BY 1",
+            (tuple(scope["databases"]),),
+        )
+        return [r[0] for r in cur.fetchall()], []
+    wanted = {tuple(str(t).split(".", 1)) for t in scope.get("tables") or ()}
+    cur.execute(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+        "WHERE TABLE_TYPE='BASE TABLE' AND TABLE_SCHEMA IN %s ORDER BY 1, 2",
+        (tuple(sorted({d for d, _ in wanted})),),
+    )
+    present = [(str(d), str(t)) for d, t in cur.fetchall()]
+    databases = sorted({d for d, t in present if (d, t) in wanted})
+    ignore = [f"{d}.{t}" for d, t in present if d in databases and (d, t) not in wanted]
+    return databases, ignore
 
 
 # ----------------------------------------------------------------------------- processes
@@ -217,7 +245,11 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             databases=meta["databases"],
             is_mariadb=meta["isMariaDB"],
             capture_binlog=meta["binlogEnabled"],
-            extra_args=[*(cfg.backup.get("extraDumpArgs") or ()), *(PER_TABLE_DUMP_FLAGS if per_table else ())],
+            extra_args=[
+                *(cfg.backup.get("extraDumpArgs") or ()),
+                *(PER_TABLE_DUMP_FLAGS if per_table else ()),
+                *(f"--ignore-table={t}" for t in meta["ignoreTables"]),
+            ],
         )
         metadata = {"mysqlbackup-backup": str(cfg.backup.get("name", "")), "mysqlbackup-compression": compression}
         level = cfg.backup.get("compressionLevel")
@@ -238,13 +270,18 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         # bufsize=0: stdout is the raw pipe, whose readinto returns what is there. A buffered read
         # waits for a full 1 MiB, i.e. for a full pipe, so mariadb-dump blocked on every read
         # (py-spy: the main thread spent ~90 % waiting in it while the dump was descheduled).
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, bufsize=0
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        widen_pipe(proc.stdout)
-        dump_out = cast(io.FileIO, proc.stdout)  # IO[bytes] in typeshed, but a FileIO with bufsize=0
-        err = StderrTail(proc.stderr)
+        dump_out: io.RawIOBase | io.BytesIO
+        if meta["databases"]:
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, bufsize=0
+            )
+            assert proc.stdout is not None and proc.stderr is not None
+            widen_pipe(proc.stdout)
+            dump_out = cast(io.FileIO, proc.stdout)  # IO[bytes] in typeshed, but a FileIO with bufsize=0
+            err = StderrTail(proc.stderr)
+        else:  # a scoped backup of which nothing exists yet: it holds (and restores) nothing
+            LOG.info("nothing of the scope %s exists on the server; the backup holds nothing", cfg.backup["scope"])
+            dump_out = io.BytesIO(b"-- nothing of this backup's scope existed on the server\n")
         t_stream = time.monotonic()
         try:
             if split is not None:
@@ -252,13 +289,13 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             else:
                 assert writer is not None
                 stats = compress_stream(dump_out, kind=compression, level=level, sink=writer.write)
-            code = proc.wait()
+            code = proc.wait() if proc else 0
             if code != 0:
                 raise errors.from_tool_stderr(
                     errors.scrub(err.text(), cfg.secrets), code, tool="mysqldump", what="backup"
                 )
             skip_comments = "--skip-comments" in (cfg.backup.get("extraDumpArgs") or ())
-            if not skip_comments and b"-- Dump completed" not in stats.tail:
+            if proc and not skip_comments and b"-- Dump completed" not in stats.tail:
                 raise AgentError(
                     Reason.DUMP_FAILED, "mysqldump output ended without its completion marker", permanent=False
                 )

@@ -37,7 +37,7 @@ from ..api import (
 )
 from ..k8s.kube import Kube
 from ..k8s.locking import LeaseLock, Operation, acquire
-from ..models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
+from ..models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan, safety_scope
 from ..objectstore import Location, StorageError, Store, result_from_manifest
 from .cache import Cache, op_row
 
@@ -326,6 +326,7 @@ class Reconciler:
                 trigger=str(spec.trigger),
                 policy=policy,
                 db_key=db_key,
+                scope=spec.scope,
             )
             created = self.kube.create_job(rendered)
             job_name = rendered["metadata"]["name"]
@@ -594,6 +595,8 @@ class Reconciler:
         self._fail(RESTORES, obj, reason, message, release=db_key)
 
     def _ensure_pre_restore_backup(self, restore: Mapping[str, Any], policy: PolicySpec) -> str:
+        """The safety Backup covers what the Restore replaces: its tables or databases, or for a
+        full restore the policy's whole backup (models.safety_scope)."""
         m = restore["metadata"]
         name = naming.pre_restore_backup_name(m["name"], cond.parse_iso(m["creationTimestamp"]))
         body = jobs.render_backup(
@@ -606,6 +609,7 @@ class Reconciler:
             annotations={"mysqlbackup.dev/restore": m["name"]},
             # Retain, and deliberately no ownerReference: deleting the Restore never deletes its safety net.
             deletion_policy="Retain",
+            scope=safety_scope(parse_restore(restore.get("spec") or {})),
         )
         self.kube.create(BACKUPS, m["namespace"], body)
         return name
