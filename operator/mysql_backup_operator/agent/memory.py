@@ -7,6 +7,11 @@ that keeps its own freed memory. Measured on a 4-stream restore of the 1.46 GB b
 pod's peak went from 135 to 121 MiB (agent 90 -> 76 MiB) with the settings below, and the time
 did not change beyond the noise. The same as the MALLOC_* environment variables, set from the
 inside so every way of starting the agent gets them.
+
+Restores only: a backup allocates a new object for every read of zstd's output, and with a
+fixed threshold each one is a fresh mmap with its page faults. Interleaved runs of the same
+backup took 14.9 s and 21.6 s with the settings against 12.8 s and 14.3 s without, with more
+system time; its memory (~100-115 MiB for the pod) needs no help.
 """
 
 from __future__ import annotations
