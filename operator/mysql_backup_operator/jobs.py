@@ -23,10 +23,10 @@ from .api import (
     LABEL_RESTORE_JOB,
     LABEL_TRIGGER,
     MANAGED_BY,
-    Trigger,
 )
+from .api.backup import WHOLE, BackupScope, Trigger
+from .api.policy import PolicySpec
 from .contract.config import LAYOUT_PER_TABLE
-from .models import WHOLE, BackupScope, PolicySpec
 
 AGENT_CONTAINER = "agent"
 AGENT_UID = 65532

@@ -6,15 +6,10 @@ from typing import Any
 import pytest
 from mysql_backup_operator import naming
 from mysql_backup_operator.api import Compression
-from mysql_backup_operator.models import (
-    BackupScope,
-    SpecError,
-    parse_backup,
-    parse_policy,
-    parse_restore,
-    restore_plan,
-    safety_scope,
-)
+from mysql_backup_operator.api.backup import BackupScope, parse_backup
+from mysql_backup_operator.api.common import SpecError
+from mysql_backup_operator.api.policy import parse_policy
+from mysql_backup_operator.api.restore import parse_restore, restore_plan, safety_scope
 
 POLICY = {
     "database": {"host": "db.example", "user": "backup", "passwordSecretRef": {"name": "db"}},
@@ -96,6 +91,16 @@ def test_restore_plan() -> None:
         restore_plan(parse_restore({"backupRef": {"name": "b"}, "databases": ["z"]}), ("a",))
     with pytest.raises(SpecError, match="exactly one"):
         restore_plan(parse_restore({"backupRef": {"name": "b"}, "target": "c"}), ("a", "b"))
+
+
+def test_manual_backup_name_is_the_policy_and_the_utc_second() -> None:
+    import datetime as dt
+
+    from mysql_backup_operator.naming import manual_backup_name
+
+    t = dt.datetime(2026, 3, 1, 4, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert manual_backup_name("shop", t) == "shop-manual-20260301020506"
+    assert len(manual_backup_name("p" * 253, t)) == 253
 
 
 def test_the_safety_backup_scope_is_what_the_restore_replaces() -> None:
