@@ -8,6 +8,12 @@ buffers are bounded by its job size, not by Python), a feeder thread copies the 
 and the calling thread hashes and hands off the compressed output. Each stage runs while the
 others do; every pipe is bounded, so memory does not grow with the dump.
 
+The stages, in order: read (`chunks`: 256 KiB reads into one reused buffer) -> split (perTable
+only, `agent.split`, views, no copies) -> compress (zstd process, or in-process) -> stored-side
+stages (`CompressedObject._stored`: hash + count, then upload; an encryption stage goes first
+there) -> `storage.MultipartWriter` (parts upload on their own threads; a finished table's
+completion runs in the background while the next table streams).
+
 Without a `zstd` binary (or for gzip/none) the in-process compressor is used, as before.
 """
 
@@ -234,12 +240,18 @@ class CompressedObject:
         out_pipe = cast(io.BufferedReader, self.proc.stdout)
         try:
             while out := out_pipe.read1(READ_CHUNK):
-                self.stats.saw_stored(out)
-                self.writer.write(out)
+                self._stored(out)
         except BaseException as e:
             self.error.append(e)
             with contextlib.suppress(Exception):
                 self.proc.kill()
+
+    def _stored(self, out: bytes) -> None:
+        """The compressed side's stages: hash and count what is stored, then upload it. A stage
+        that transforms stored bytes (encryption) goes first here, so the sha256 in the manifest
+        is that of the bytes in the bucket."""
+        self.stats.saw_stored(out)
+        self.writer.write(out)
 
     def _raise_drain_error(self) -> None:
         if self.error:
@@ -251,8 +263,7 @@ class CompressedObject:
             assert self.comp is not None
             out = self.comp.compress(data)
             if out:
-                self.stats.saw_stored(out)
-                self.writer.write(out)
+                self._stored(out)
             return
         assert self.proc.stdin is not None
         try:
@@ -267,8 +278,7 @@ class CompressedObject:
             assert self.comp is not None
             out = self.comp.flush()
             if out:
-                self.stats.saw_stored(out)
-                self.writer.write(out)
+                self._stored(out)
         else:
             assert self.proc.stdin is not None and self.proc.stderr is not None
             with contextlib.suppress(BrokenPipeError):
