@@ -33,6 +33,8 @@ _PATTERN_DUMP_ARGS = (
     re.compile(r"^--default-character-set=[A-Za-z0-9_]+$"),
     re.compile(r"^--ignore-table=[A-Za-z0-9_$-]+\.[A-Za-z0-9_$-]+$"),
 )
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_GTID = re.compile(r"^\d+-\d+-\d+$")
 DEFAULT_AGENT_IMAGE = "ghcr.io/mysql-backup-operator/mysql-backup-operator:0.1.0"
 
 
@@ -101,6 +103,30 @@ class JobTemplate:
 
 
 @dataclass(frozen=True)
+class PitrSpec:
+    """spec.pointInTimeRecovery: the binlog archiver's settings (opt-in)."""
+
+    enabled: bool
+    segment_seconds: int = 60
+    poll_seconds: int = 5
+    check_interval_seconds: int = 30
+
+
+def parse_pitr(raw: Mapping[str, Any] | None) -> PitrSpec | None:
+    if not raw or not raw.get("enabled"):
+        return None
+    p = PitrSpec(
+        enabled=True,
+        segment_seconds=int(raw.get("segmentSeconds", 60)),
+        poll_seconds=int(raw.get("pollSeconds", 5)),
+        check_interval_seconds=int(raw.get("checkIntervalSeconds", 30)),
+    )
+    if not 1 <= p.segment_seconds <= 86400 or not 1 <= p.poll_seconds <= 3600 or p.check_interval_seconds < 5:
+        raise SpecError("spec.pointInTimeRecovery: segmentSeconds 1-86400, pollSeconds 1-3600, checkIntervalSeconds 5+")
+    return p
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     name: str
     namespace: str
@@ -111,6 +137,7 @@ class PolicySpec:
     extra_dump_args: tuple[str, ...]
     job: JobTemplate
     layout: str = "single"  # contract.config.LAYOUT_*: one object, or one per table
+    pitr: PitrSpec | None = None
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -186,6 +213,7 @@ def parse_policy(
         extra_dump_args=extra,
         job=job,
         layout=str(b.get("layout") or "single"),
+        pitr=parse_pitr(spec.get("pointInTimeRecovery")),
         raw=spec,
     )
 
@@ -220,6 +248,13 @@ class RestoreSpec:
     target: str | None
     tables: tuple[str, ...] = ()  # "database.table"; only with perTable backups
     parallelism: int | None = None
+    policy: str = ""  # spec.policyRef: with a point-in-time target, the operator picks the backup
+    target_time: str | None = None  # spec.pointInTime.time (RFC 3339)
+    target_gtid: str | None = None  # spec.pointInTime.gtid
+
+    @property
+    def point_in_time(self) -> bool:
+        return bool(self.target_time or self.target_gtid)
 
 
 def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
@@ -245,8 +280,30 @@ def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
     parallelism = spec.get("parallelism")
     if parallelism is not None and not 1 <= int(parallelism) <= 16:
         raise SpecError("spec.parallelism must be between 1 and 16")
+    pit = spec.get("pointInTime") or {}
+    target_time, target_gtid = pit.get("time") or None, pit.get("gtid") or None
+    policy = str((spec.get("policyRef") or {}).get("name") or "")
+    if target_time and target_gtid:
+        raise SpecError("spec.pointInTime: set either time or gtid, not both")
+    if target_time or target_gtid:
+        if not ref.get("name") and not policy:
+            raise SpecError("a point-in-time restore needs spec.policyRef (or spec.backupRef)")
+        if target or tables or databases:
+            raise SpecError(
+                "a point-in-time restore restores the whole backup: spec.target, spec.databases and "
+                "spec.tables cannot be used with spec.pointInTime"
+            )
+        if target_time and not _RFC3339.match(str(target_time)):
+            raise SpecError(f"spec.pointInTime.time {target_time!r} is not an RFC 3339 time with a zone")
+        if target_gtid and not _GTID.match(str(target_gtid)):
+            raise SpecError(f"spec.pointInTime.gtid {target_gtid!r} is not a GTID (domain-server-sequence)")
+    elif policy:
+        raise SpecError("spec.policyRef is only for point-in-time restores (spec.pointInTime)")
     return RestoreSpec(
-        backup=str(_req(ref, "name", "spec.backupRef")),
+        policy=policy,
+        target_time=str(target_time) if target_time else None,
+        target_gtid=str(target_gtid) if target_gtid else None,
+        backup=str(ref.get("name") or "") if (target_time or target_gtid) else str(_req(ref, "name", "spec.backupRef")),
         databases=databases,
         target=target,
         tables=tables,

@@ -40,6 +40,8 @@ from ..k8s.locking import LeaseLock, Operation, acquire
 from ..models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
 from ..objectstore import Location, StorageError, Store, result_from_manifest
 from .cache import Cache, op_row
+from .pitr import job_config as pitr_job_config
+from .pitr import resolve_point_in_time
 
 LOG = logging.getLogger(__name__)
 # Held by every Backup until its objects are deleted (or kept, with deletionPolicy Retain). The
@@ -452,6 +454,11 @@ class Reconciler:
             spec = parse_restore(obj.get("spec") or {})
         except SpecError as e:
             return self._fail(RESTORES, obj, Reason.INVALID_SPEC, str(e), release=None)
+        if spec.point_in_time:
+            spec, plan_patch, refusal = resolve_point_in_time(self, obj, spec)
+            if refusal:
+                return self._fail(RESTORES, obj, Reason.TARGET_NOT_RECOVERABLE, refusal, release=None)
+            self._set(RESTORES, obj, plan_patch)
         backup = self.kube.get_backup(ns, spec.backup)
         if backup is None:
             held = (m.get("labels") or {}).get(LABEL_DB_KEY) if phase != RestorePhase.PENDING else None
@@ -560,6 +567,7 @@ class Reconciler:
                 db_key=db_key,
                 tables=spec.tables,
                 parallelism=spec.parallelism,
+                point_in_time=pitr_job_config(obj["status"]),
             )
             created = self.kube.create_job(rendered)
             job_name = rendered["metadata"]["name"]

@@ -36,6 +36,7 @@ from ..retention import BackupInfo, RetentionSpec, parse_retention, plan
 from ..schedule import Schedule, interval, parse_schedule, run_name, tick
 from .backup_restore import Reconciler, utcnow
 from .cache import BackupRow
+from .pitr import PitrController
 from .sync import SyncController
 
 LOG = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class PolicyReconciler:
     def __init__(self, base: Reconciler) -> None:
         self.base = base
         self.sync = SyncController(base)
+        self.pitr = PitrController(base)
         self.kube = base.kube
 
     def reconcile(self, obj: dict[str, Any]) -> float | None:
@@ -147,6 +149,9 @@ class PolicyReconciler:
                 patch.update(self.sync.run(obj, policy, now))
                 last = now
             wake.append(_seconds_until(last + dt.timedelta(seconds=every), now))
+        pitr_patch, conditions, pitr_wake = self.pitr.policy_pass(obj, policy, conditions, now)
+        patch.update(pitr_patch)
+        wake.append(pitr_wake)
         patch["conditions"] = conditions
         self._patch(obj, patch)
         due = [w for w in wake if w is not None]
