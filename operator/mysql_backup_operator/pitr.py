@@ -45,6 +45,8 @@ class Window:
             "to": iso(self.end),
             "fullBackups": list(self.backups),
             "segments": len(self.segments),
+            "firstFile": self.segments[0].file,
+            "lastFile": self.segments[-1].file,
         }
         if self.ends_at_gap is not None:
             d["endsAtGap"] = self.ends_at_gap.reason
@@ -256,11 +258,18 @@ def needed_segments(index: Index, kept: Sequence[FullBackup]) -> set[str]:
     return keys
 
 
+def retention_floor(index: Index, kept: Sequence[FullBackup]) -> int | None:
+    """The creation time of the oldest segment a kept full backup starts from: every segment
+    created before it is needed by no kept backup. None (keep everything) when no kept backup
+    has an archived segment: never delete on a guess."""
+    firsts = [s for b in kept if (s := segment_of(index, b)) is not None]
+    return min(s.created for s in firsts) if firsts else None
+
+
 def expendable_segments(index: Index, kept: Sequence[FullBackup]) -> list[Segment]:
     """Segments older than the oldest kept backup's segment and used by no kept window."""
+    floor = retention_floor(index, kept)
+    if floor is None:
+        return []
     needed = needed_segments(index, kept)
-    firsts = [s for b in kept if (s := segment_of(index, b)) is not None]
-    if not firsts:
-        return []  # no kept backup has a window: keep everything rather than guess
-    oldest = min(s.created for s in firsts)
-    return [s for s in index.segments if s.key not in needed and s.created < oldest]
+    return [s for s in index.segments if s.key not in needed and s.created < floor]

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import Env, db_connect, s3_client
+from tests.e2e.conftest import Env, InstalledOperator, db_connect, s3_client
+from tests.e2e.test_product import metric, plugin, scrape
 from tests.stackenv import eventually
 
 pytestmark = pytest.mark.stack
@@ -98,7 +99,7 @@ def _archiver_pods(env: Env) -> list[client.V1Pod]:
     return list(env.core.list_namespaced_pod(env.namespace, label_selector=ARCHIVER_LABEL).items)
 
 
-def test_restore_to_a_moment_brings_back_exactly_the_rows_before_it(env: Env) -> None:
+def test_restore_to_a_moment_brings_back_exactly_the_rows_before_it(env: Env, operator: InstalledOperator) -> None:
     _setup(env)
     dep = client.AppsV1Api(env.api).read_namespaced_deployment("binlog-archiver-pol", env.namespace)
     pod = dep.spec.template.spec
@@ -140,6 +141,39 @@ def test_restore_to_a_moment_brings_back_exactly_the_rows_before_it(env: Env) ->
     restored = env.sql("SELECT id, payload FROM ticks ORDER BY id")
     assert [(int(i), p) for i, p in restored] == written
     assert env.sql("SELECT COUNT(*) FROM later")[0][0] == 0
+
+    # The chain, as users see it: the full backup and the segments after it, one window.
+    out = plugin(env.stack, "chain", "pol", "-n", env.namespace)
+    assert out.returncode == 0, out.stderr
+    kinds = [line.split()[1] for line in out.stdout.splitlines()[1:] if line.strip() and "last archived" not in line]
+    assert "full" in kinds and "binlogs" in kinds, out.stdout
+    # The last archived time is exported.
+    ts = metric(scrape(operator), "mysqlbackup_binlog_last_archived_timestamp_seconds", namespace=env.namespace)
+    assert ts is not None and ts >= target.timestamp()
+    # Retention: segments older than the oldest kept full backup's are removed; the window stays.
+    full_file = env.get("backups", "full")["status"]["binlog"]["file"]
+
+    def pruned() -> dict[str, Any] | None:
+        st = _pitr_status(env)
+        return st if st.get("retainFrom") and st["windows"] and st["windows"][0]["firstFile"] == full_file else None
+
+    pruned_status = eventually(pruned, timeout=60, interval=1, what="segments before the full backup pruned")
+    s3 = s3_client(env.stack)
+    doc = json.loads(
+        s3.get_object(Bucket=env.bucket, Key=f"backups/{env.namespace}/pol/binlog/index.json")["Body"].read()
+    )
+    floor = min(s["created"] for s in doc["segments"] if s["file"] == full_file)
+    eventually(
+        lambda: all(
+            s["created"] >= floor
+            for s in json.loads(
+                s3.get_object(Bucket=env.bucket, Key=f"backups/{env.namespace}/pol/binlog/index.json")["Body"].read()
+            )["segments"]
+        ),
+        timeout=60,
+        what="index without pruned segments",
+    )
+    assert pruned_status["windows"][0]["fullBackups"][0] == "full"
 
 
 def test_targets_outside_every_window_are_refused_before_anything_runs(env: Env) -> None:

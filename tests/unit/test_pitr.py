@@ -297,3 +297,100 @@ def test_job_config_from_a_recorded_plan() -> None:
         "database": "shop",
     }
     assert job_config({}) is None
+
+
+class _FakeStore:
+    dir = "d"
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+        self.index: bl.Index | None = None
+
+    def load(self) -> bl.Index:
+        return bl.Index(segments=tuple(_seg(n) for n in (1, 2, 3)))
+
+    def delete(self, key: str) -> None:
+        self.deleted.append(key)
+
+    def put_index(self, index: bl.Index) -> None:
+        self.index = index
+
+
+def test_archiver_prunes_below_the_floor_entry_first_and_keeps_the_newest() -> None:
+    from mysql_backup_operator.agent.binlog import Archiver
+    from mysql_backup_operator.contract.config import load
+
+    store = _FakeStore()
+    cfg = load({"MBO_AGENT_CONFIG": '{"archive": {"directory": "d"}}'})
+    a = Archiver(cfg, store, connect=lambda: None, workdir="/nowhere", defaults="/nowhere")  # type: ignore[arg-type]
+    assert a.prune(None) == 0 and store.deleted == []
+    assert a.prune(_seg(3).created) == 2
+    assert store.deleted == [
+        bl.entry_key(_seg(1).key),
+        _seg(1).key,
+        bl.entry_key(_seg(2).key),
+        _seg(2).key,
+    ]
+    assert store.index is not None and [s.file for s in store.index.segments] == ["mysql-bin.000003"]
+    assert a.prune(T0 + 10_000) == 0  # the newest segment anchors the chain and is never pruned
+    assert pitr.retention_floor(bl.Index(segments=(_seg(1), _seg(2))), [_full("b2", 2, T0 + 250)]) == _seg(2).created
+
+
+def test_plugin_chain_shows_backups_segments_and_gaps_in_order() -> None:
+    from mysql_backup_operator.plugin_chain import chain_rows
+
+    policy = {
+        "metadata": {"name": "pol"},
+        "status": {
+            "pointInTimeRecovery": {
+                "windows": [
+                    {
+                        "from": "2027-01-15T08:01:00Z",
+                        "to": "2027-01-15T08:05:00Z",
+                        "segments": 3,
+                        "firstFile": "mysql-bin.000002",
+                        "lastFile": "mysql-bin.000004",
+                        "endsAtGap": "BinlogsPurged",
+                    }
+                ],
+                "gaps": [{"reason": "BinlogsPurged", "from": "2027-01-15T08:05:00Z", "message": "purged"}],
+            }
+        },
+    }
+    backup = {
+        "metadata": {"name": "full"},
+        "spec": {"policyRef": {"name": "pol"}},
+        "status": {
+            "phase": "Completed",
+            "completedAt": "2027-01-15T08:01:00Z",
+            "binlog": {"file": "mysql-bin.000002", "position": 400},
+        },
+    }
+    other = {**backup, "spec": {"policyRef": {"name": "elsewhere"}}}
+    rows = chain_rows(policy, [backup, other])
+    assert [r[1] for r in rows[1:]] == ["full", "binlogs", "GAP"]
+    assert rows[1][3] == "mysql-bin.000002:400" and "mysql-bin.000002 .. mysql-bin.000004" in rows[2][2]
+    assert "ends at a BinlogsPurged gap" in rows[2][3]
+
+
+def test_the_open_file_is_rotated_once_it_has_been_dirty_for_segment_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mysql_backup_operator.agent import binlog as agent_binlog
+    from mysql_backup_operator.contract.config import load
+
+    clock = [100.0]
+    monkeypatch.setattr(agent_binlog.time, "monotonic", lambda: clock[0])
+    cfg = load({"MBO_AGENT_CONFIG": '{"archive": {"directory": "d", "segmentSeconds": 2}}'})
+    a = agent_binlog.Archiver(cfg, _FakeStore(), connect=lambda: None, workdir="/x", defaults="/x")  # type: ignore[arg-type]
+    # A file found at start-up may hold events already: due once, after segmentSeconds.
+    assert not a._rotate_due(_server(1, current=1))
+    clock[0] += 2.5
+    assert a._rotate_due(_server(1, current=1))
+    # Right after our own rotation: quiet until something is written, then due 2 s later.
+    a._open, a._dirty_since = ("mysql-bin.000002", 400), None
+    assert not a._rotate_due(_server(1, 2, current=2))
+    clock[0] += 10
+    assert not a._rotate_due(_server(1, 2, current=2))
+    moved = agent_binlog.ServerState(server_id=1, files=(), current="mysql-bin.000002", position=900)
+    assert not a._rotate_due(moved)
+    clock[0] += 2
+    assert a._rotate_due(moved)

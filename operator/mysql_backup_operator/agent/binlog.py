@@ -114,6 +114,18 @@ class SegmentStore:
     def put_gap(self, gap: bl.Gap) -> None:
         self.put_json(bl.gap_key(self.dir, gap), gap.to_dict())
 
+    def retention_floor(self) -> int | None:
+        try:
+            doc = self._json(bl.retention_key(self.dir))
+        except Exception as e:
+            if "NoSuchKey" in type(e).__name__ or "NoSuchKey" in str(e) or "404" in str(e):
+                return None
+            raise
+        return int(doc["before"]) if isinstance(doc, dict) and doc.get("before") is not None else None
+
+    def delete(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
+
     def put_index(self, index: bl.Index) -> None:
         self.s3.put_object(
             Bucket=self.bucket, Key=bl.index_key(self.dir), Body=index.to_json(), ContentType="application/json"
@@ -215,10 +227,12 @@ class Archiver:
             if self._rotate_due(server):
                 with conn.cursor() as cur:
                     cur.execute("FLUSH BINARY LOGS")
-                self._open, self._dirty_since = None, None
                 server = server_state(conn)
+                # The new file as we created it; anything written after this makes it due.
+                self._open, self._dirty_since = (server.current, server.position), None
         finally:
             conn.close()
+        self.prune(self.store.retention_floor())
         files, gap = next_files(self.index, server, int(time.time()))
         if gap is not None:
             LOG.warning("binlog gap: %s: %s", gap.reason, gap.message)
@@ -232,10 +246,36 @@ class Archiver:
             count += 1
         return count
 
+    def prune(self, floor: int | None) -> int:
+        """Deletes the segments the operator's retention floor releases (no kept full backup needs
+        them): the entry first, so a half-done deletion never leaves an entry without its data;
+        the newest segment is always kept (it anchors the chain). Gaps before the floor go too."""
+        if floor is None or not self.index.segments:
+            return 0
+        newest = max(self.index.segments, key=lambda s: (s.created, s.sequence))
+        doomed = [s for s in self.index.segments if s.created < floor and s is not newest]
+        old_gaps = [g for g in self.index.gaps if g.detected and g.detected < floor]
+        if not doomed and not old_gaps:
+            return 0
+        for seg in doomed:
+            self.store.delete(bl.entry_key(seg.key))
+            self.store.delete(seg.key)
+        for g in old_gaps:
+            self.store.delete(bl.gap_key(self.store.dir, g))
+        self.index = bl.Index(
+            segments=tuple(s for s in self.index.segments if s not in doomed),
+            gaps=tuple(g for g in self.index.gaps if g not in old_gaps),
+        )
+        self._publish()
+        LOG.info("retention removed %d segments and %d gaps created before %d", len(doomed), len(old_gaps), floor)
+        return len(doomed)
+
     def _rotate_due(self, server: ServerState) -> bool:
         seen = (server.current, server.position)
         if self._open is None or self._open[0] != server.current:
-            self._open, self._dirty_since = seen, None
+            # A file we did not open ourselves (start-up, a rotation by the server or someone else)
+            # may already hold events we cannot see: rotate it once after segmentSeconds.
+            self._open, self._dirty_since = seen, time.monotonic()
             return False
         if seen != self._open and self._dirty_since is None:
             self._dirty_since = time.monotonic()

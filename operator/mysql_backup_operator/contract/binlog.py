@@ -32,6 +32,7 @@ FORMAT_DESCRIPTION_EVENT = 15
 TABLE_MAP_EVENT = 19
 GTID_EVENT = 162  # MariaDB
 INDEX_NAME = "index.json"
+RETENTION_NAME = "retention.json"
 INDEX_VERSION = 1
 _FILE_SEQ = re.compile(r"^(.*)\.(\d+)$")
 
@@ -162,6 +163,11 @@ def gap_key(policy_dir: str, gap: Gap) -> str:
 
 def index_key(policy_dir: str) -> str:
     return f"{binlog_dir(policy_dir)}/{INDEX_NAME}"
+
+
+def retention_key(policy_dir: str) -> str:
+    """Written by the operator: {"before": <created>}; the archiver deletes older segments."""
+    return f"{binlog_dir(policy_dir)}/{RETENTION_NAME}"
 
 
 def _iso(ts: int | None) -> str | None:

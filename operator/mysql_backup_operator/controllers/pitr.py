@@ -136,6 +136,16 @@ class PitrController:
             store.close()
         return bl.Index.parse(doc) if doc else bl.Index()
 
+    def write_retention(self, policy: PolicySpec, floor: int) -> None:
+        store = self._store(policy)
+        try:
+            body = json.dumps({"before": floor}).encode()
+            store.s3.put_object(Bucket=store.bucket, Key=bl.retention_key(policy_dir(policy)), Body=body)
+        except Exception as e:
+            raise StorageError(f"write the binlog retention floor: {type(e).__name__}") from None
+        finally:
+            store.close()
+
     def _store(self, policy: PolicySpec) -> Store:
         return self.base.store(policy.namespace, Location.for_policy(policy, "", ""))  # type: ignore[no-any-return]
 
@@ -193,7 +203,17 @@ class PitrController:
         backups = self.full_backups(policy)
         windows = pitr.windows(index, backups)
         last = max((s.last_time or 0 for s in index.segments), default=0)
+        previous = status.get(STATUS_KEY) or {}
+        floor = pitr.retention_floor(index, backups)
+        retain_from = previous.get("retainFrom")
+        if floor is not None and pitr.iso(floor) != retain_from:
+            try:
+                self.write_retention(policy, floor)
+                retain_from = pitr.iso(floor)
+            except StorageError as e:
+                LOG.warning("BackupPolicy %s/%s: %s", ns, name, e)
         block: dict[str, Any] = {
+            "retainFrom": retain_from,
             "archiver": body["metadata"]["name"],
             "segments": len(index.segments),
             "lastArchivedTime": pitr.iso(last) if last else None,
@@ -203,7 +223,7 @@ class PitrController:
         }
         if last:
             metrics.binlog_archived(namespace=ns, policy=name, timestamp=last, segments=len(index.segments))
-        seen = {(g.get("after"), g.get("before")) for g in (status.get(STATUS_KEY) or {}).get("gaps") or []}
+        seen = {(g.get("after"), g.get("before")) for g in previous.get("gaps") or []}
         for g in index.gaps:
             if (g.after, g.before) not in seen:
                 self.kube.event(obj, warning=True, reason=COND_BINLOG_GAP, message=f"{g.reason}: {g.message}")
