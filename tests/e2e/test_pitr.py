@@ -318,3 +318,40 @@ def test_killing_the_archiver_mid_segment_loses_and_duplicates_nothing(env: Env)
         assert hashlib.sha256(body).hexdigest() == s["sha256"] and len(body) == s["size"]
     # The archiver pod came back each time.
     eventually(lambda: _archiver_pods(env), timeout=60, what="archiver pod running again")
+
+
+def test_a_server_id_change_is_a_gap_that_ends_the_window(env: Env) -> None:
+    _setup(env)
+    env.backup("full")
+    assert env.wait_phase("backups", "full", ("Completed", "Failed"))["status"]["phase"] == "Completed"
+    env.sql("INSERT INTO ticks (payload) VALUES ('before')")
+    _archived_until(env, _utcnow())
+    root = db_connect(env.stack)
+    try:
+        with root.cursor() as cur:
+            cur.execute("SET GLOBAL server_id = 2")
+            cur.execute("FLUSH BINARY LOGS")
+            cur.execute(f"INSERT INTO `{env.database}`.ticks (payload) VALUES ('after')")
+
+            def gap_shown() -> dict[str, Any] | None:
+                cur.execute(f"INSERT INTO `{env.database}`.marks (payload) VALUES ('tick')")
+                pol = env.get("backuppolicies", "pol")
+                c = next((c for c in pol["status"].get("conditions") or [] if c["type"] == "BinlogGap"), None)
+                return pol if c and c["status"] == "True" and c["reason"] == "ServerChanged" else None
+
+            pol = eventually(gap_shown, timeout=120, interval=1, what="ServerChanged gap")
+    finally:
+        with root.cursor() as cur:
+            cur.execute("SET GLOBAL server_id = 1")
+            cur.execute("FLUSH BINARY LOGS")
+        root.close()
+    st = pol["status"]["pointInTimeRecovery"]
+    assert [g["reason"] for g in st["gaps"]] == ["ServerChanged"]
+    assert "from 1 to 2" in st["gaps"][0]["message"]
+    (window,) = [w for w in st["windows"] if "full" in w["fullBackups"]]
+    assert window["endsAtGap"] == "ServerChanged"
+    eventually(
+        lambda: any(e.type == "Warning" and e.reason == "BinlogGap" for e in env.events("pol")),
+        timeout=30,
+        what="BinlogGap warning event",
+    )

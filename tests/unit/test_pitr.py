@@ -394,3 +394,110 @@ def test_the_open_file_is_rotated_once_it_has_been_dirty_for_segment_seconds(mon
     assert not a._rotate_due(moved)
     clock[0] += 2
     assert a._rotate_due(moved)
+
+
+# ----------------------------------------------------------------------------- the controller, on fakes
+
+
+def _controller_world(pitr_spec: dict[str, Any] | None, index: bl.Index) -> tuple[Any, Any, Any]:
+    import datetime as dt
+
+    from mysql_backup_operator.controllers import pitr as ctl
+    from mysql_backup_operator.controllers.backup_restore import Reconciler, Settings
+
+    from tests.unit.fakes import FakeKube, build_cache
+
+    class Kube(FakeKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+            self._call("get_deployment", namespace, name)
+            return self.deployments.get((namespace, name))
+
+        def apply_deployment(self, body: dict[str, Any], *, resource_version: str | None) -> None:
+            self._call("apply_deployment", resource_version)
+            meta = {**body["metadata"], "resourceVersion": "1"}
+            self.deployments[(body["metadata"]["namespace"], body["metadata"]["name"])] = {**body, "metadata": meta}
+
+        def delete_deployment(self, namespace: str, name: str) -> None:
+            self._call("delete_deployment", namespace, name)
+            self.deployments.pop((namespace, name), None)
+
+    kube = Kube()
+    spec = _policy_spec(**({"pointInTimeRecovery": pitr_spec} if pitr_spec else {}))
+    kube.add("backuppolicies", "ns", {"kind": "BackupPolicy", "metadata": {"name": "pol"}, "spec": spec})
+    kube.add(
+        "backups",
+        "ns",
+        {
+            "kind": "Backup",
+            "metadata": {"name": "b1", "labels": {"mysqlbackup.dev/policy": "pol"}},
+            "spec": {"policyRef": {"name": "pol"}},
+            "status": {
+                "phase": "Completed",
+                "completedAt": pitr.iso(T0 + 150),
+                "binlog": {"file": "mysql-bin.000001", "position": 400},
+            },
+        },
+    )
+    base = Reconciler(kube, Settings(lock_namespace="sys", agent_image="img"), cache=build_cache(kube))  # type: ignore[arg-type]
+    c = ctl.PitrController(base)
+    c.read_index = lambda policy: index  # type: ignore[method-assign]
+    c.write_retention = lambda policy, floor: kube._call("write_retention", floor)  # type: ignore[method-assign]
+    return kube, c, dt.datetime.fromtimestamp(T0 + 1000, dt.UTC)
+
+
+def test_policy_pass_creates_the_archiver_once_and_reports_windows_and_gaps() -> None:
+    segs = (_seg(1), _seg(2), _seg(4))
+    gap = bl.Gap(after=_seg(2).ident, before="1/mysql-bin.000004", reason="BinlogsPurged", message="gone", detected=9)
+    kube, c, now = _controller_world({"enabled": True}, bl.Index(segments=segs, gaps=(gap,)))
+    from mysql_backup_operator.models import parse_policy as pp
+
+    pol = kube.get("backuppolicies", "ns", "pol")
+    policy = pp(name="pol", namespace="ns", spec=pol["spec"])
+    patch, conds, wake = c.policy_pass(pol, policy, [], now)
+    assert wake == 30.0 and ("ns", "binlog-archiver-pol") in kube.deployments
+    block = patch["pointInTimeRecovery"]
+    assert block["windows"][0]["endsAtGap"] == "BinlogsPurged" and block["windows"][0]["to"] == pitr.iso(T0 + 299)
+    assert block["retainFrom"] == pitr.iso(_seg(1).created) and block["segments"] == 3
+    assert next(x for x in conds if x["type"] == "BinlogGap")["status"] == "True"
+    assert ("pol", "BinlogGap", "BinlogsPurged: gone") in kube.events
+    # A second pass with nothing new: no Deployment request, no second Warning event.
+    kube.calls.clear()
+    pol["status"] = {"pointInTimeRecovery": block}
+    c.policy_pass(pol, policy, conds, now)
+    assert not [k for k, _ in kube.calls if "deployment" in k]
+    assert sum(1 for e in kube.events if e[1] == "BinlogGap") == 1
+    # Turned off: the archiver goes, the status block and the condition too.
+    off = pp(name="pol", namespace="ns", spec=_policy_spec())
+    patch, conds, wake = c.policy_pass(pol, off, conds, now)
+    assert patch == {"pointInTimeRecovery": None} and wake is None and not kube.deployments
+    assert not [x for x in conds if x["type"] == "BinlogGap"]
+
+
+def test_a_restore_outside_every_window_fails_before_lock_safety_backup_or_job() -> None:
+    from mysql_backup_operator.controllers import pitr as ctl
+
+    kube, c, _ = _controller_world({"enabled": True}, bl.Index(segments=(_seg(1), _seg(2))))
+    kube.add(
+        "restores",
+        "ns",
+        {
+            "kind": "Restore",
+            "metadata": {"name": "r"},
+            "spec": {"policyRef": {"name": "pol"}, "pointInTime": {"time": pitr.iso(T0 + 5000)}},
+        },
+    )
+    original = ctl.PitrController.read_index
+    ctl.PitrController.read_index = lambda self, policy: bl.Index(segments=(_seg(1), _seg(2)))  # type: ignore[method-assign]
+    try:
+        c.base.restore(kube.get("restores", "ns", "r"))
+    finally:
+        ctl.PitrController.read_index = original  # type: ignore[method-assign]
+    st = kube.objects[("restores", "ns", "r")]["status"]
+    assert st["phase"] == "Failed" and st["reason"] == "TargetNotRecoverable", st
+    assert "ends at the end of what is archived" in st["message"]
+    assert not kube.jobs and not [k for k in kube.objects if k[0] == "backups" and k[2] != "b1"]
+    assert not kube.coordination.leases

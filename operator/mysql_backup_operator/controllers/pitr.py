@@ -120,6 +120,7 @@ class PitrController:
         self.base = base  # the Backup/Restore Reconciler: kube, cache, store()
         self.kube = base.kube
         self._backups: dict[str, pitr.FullBackup | None] = {}  # uid -> what a completed Backup gives
+        self._applied: dict[tuple[str, str], str] = {}  # archiver Deployment -> spec hash applied
 
     # ------------------------------------------------------------------ storage (the one place)
 
@@ -183,17 +184,11 @@ class PitrController:
             if status.get(STATUS_KEY) is None:
                 return {}, conditions, None
             self.kube.delete_deployment(ns, archiver_name(name))
+            self._applied.pop((ns, archiver_name(name)), None)
             kept = [c for c in conditions if c.get("type") != COND_BINLOG_GAP]
             return {STATUS_KEY: None}, kept, None
         body = render_archiver(policy, policy_uid=m["uid"])
-        current = self.kube.get_deployment(ns, body["metadata"]["name"])
-        want = body["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
-        have = ((current or {}).get("metadata") or {}).get("annotations", {}).get(ANNOTATION_SPEC_HASH)
-        if current is None or have != want:
-            rv = current["metadata"]["resourceVersion"] if current else None
-            self.kube.apply_deployment(body, resource_version=rv)
-            verb = "created" if current is None else "updated"
-            self.kube.event(obj, warning=False, reason="Archiver", message=f"binlog archiver {verb}")
+        self._ensure_archiver(obj, body)
         wake = float(policy.pitr.check_interval_seconds)
         try:
             index = self.read_index(policy)
@@ -238,6 +233,23 @@ class PitrController:
             now=now,
         )
         return {STATUS_KEY: block}, conditions, wake
+
+    def _ensure_archiver(self, obj: Mapping[str, Any], body: dict[str, Any]) -> None:
+        """Creates or replaces the Deployment when its rendered spec changed. The hash this process
+        last applied is remembered, so a pass that changes nothing makes no request; after a
+        restart each policy costs one GET."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        want = body["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
+        if self._applied.get((ns, name)) == want:
+            return
+        current = self.kube.get_deployment(ns, name)
+        have = ((current or {}).get("metadata") or {}).get("annotations", {}).get(ANNOTATION_SPEC_HASH)
+        if current is None or have != want:
+            rv = current["metadata"]["resourceVersion"] if current else None
+            self.kube.apply_deployment(body, resource_version=rv)
+            verb = "created" if current is None else "updated"
+            self.kube.event(obj, warning=False, reason="Archiver", message=f"binlog archiver {verb}")
+        self._applied[(ns, name)] = want
 
     # ------------------------------------------------------------------ the Restore's side
 
