@@ -355,3 +355,36 @@ def test_a_server_id_change_is_a_gap_that_ends_the_window(env: Env) -> None:
         timeout=30,
         what="BinlogGap warning event",
     )
+
+
+def test_restore_to_a_gtid_stops_just_before_that_transaction(env: Env) -> None:
+    _setup(env)
+    env.backup("full")
+    assert env.wait_phase("backups", "full", ("Completed", "Failed"))["status"]["phase"] == "Completed"
+    with Writer(env, "ticks") as w:
+        time.sleep(3)
+    written = list(w.rows)
+    conn = db_connect(env.stack, env.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE ticks")
+            cur.execute("SELECT @@last_gtid")
+            drop_gtid = str(cur.fetchone()[0])
+    finally:
+        conn.close()
+    env.sql("INSERT INTO later (payload) VALUES ('after the drop')")
+    _archived_until(env, _utcnow())
+    env.create(
+        "restores",
+        {
+            "kind": "Restore",
+            "metadata": {"name": "to-gtid"},
+            "spec": {"policyRef": {"name": "pol"}, "pointInTime": {"gtid": drop_gtid}},
+        },
+    )
+    r = env.wait_phase("restores", "to-gtid", ("Completed", "Failed"), timeout=300)
+    assert r["status"]["phase"] == "Completed", r["status"].get("message")
+    assert r["status"]["pointInTime"]["stopGtid"] == drop_gtid
+    restored = env.sql("SELECT id, payload FROM ticks ORDER BY id")
+    assert [(int(i), p) for i, p in restored] == written
+    assert env.sql("SELECT COUNT(*) FROM later")[0][0] == 0

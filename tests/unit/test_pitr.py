@@ -501,3 +501,35 @@ def test_a_restore_outside_every_window_fails_before_lock_safety_backup_or_job()
     assert "ends at the end of what is archived" in st["message"]
     assert not kube.jobs and not [k for k in kube.objects if k[0] == "backups" and k[2] != "b1"]
     assert not kube.coordination.leases
+
+
+def test_segment_store_loads_entries_and_gaps_only() -> None:
+    import io
+    import json as js
+
+    from mysql_backup_operator.agent.binlog import SegmentStore
+
+    seg = _seg(1)
+    gap = bl.Gap(after=None, before="1/x", reason="BinlogsPurged", message="m")
+    objects = {
+        "d/binlog/1/mysql-bin.000001.1": b"\xfebin",
+        "d/binlog/1/mysql-bin.000001.1.json": js.dumps(seg.to_dict()).encode(),
+        "d/binlog/gaps/start--1/x.json": js.dumps(gap.to_dict()).encode(),
+        "d/binlog/index.json": b"{}",
+        "d/binlog/retention.json": b'{"before": 5}',
+    }
+
+    class S3:
+        def get_paginator(self, _: str) -> Any:
+            class P:
+                def paginate(self, **kw: Any) -> list[dict[str, Any]]:
+                    return [{"Contents": [{"Key": k} for k in objects if k.startswith(kw["Prefix"])]}]
+
+            return P()
+
+        def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+            return {"Body": io.BytesIO(objects[Key])}
+
+    idx = SegmentStore(S3(), "b", "d").load()
+    assert idx.segments == (seg,) and idx.gaps == (gap,)
+    assert SegmentStore(S3(), "b", "d").retention_floor() == 5

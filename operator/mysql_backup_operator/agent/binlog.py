@@ -100,9 +100,13 @@ class SegmentStore:
         segs: list[Any] = []
         gaps: list[Any] = []
         for key in self._keys(root):
-            if key.endswith(".json") and key != bl.index_key(self.dir):
-                doc = self._json(key)
-                (gaps if key.startswith(root + "gaps/") else segs).append(doc)
+            folder = key[len(root) :].split("/", 1)[0]
+            if not key.endswith(".json") or "/" not in key[len(root) :]:
+                continue  # the segments themselves, index.json, retention.json
+            if folder == "gaps":
+                gaps.append(self._json(key))
+            elif folder.isdigit():
+                segs.append(self._json(key))
         return bl.Index(
             segments=tuple(bl.Segment.from_dict(d) for d in segs), gaps=tuple(bl.Gap.from_dict(g) for g in gaps)
         )
