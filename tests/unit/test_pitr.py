@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 from mysql_backup_operator import pitr
-from mysql_backup_operator.agent.binlog import Prepared, ServerState, binlog_argv, expected_last, next_files
+from mysql_backup_operator.agent.binlog import (
+    Prepared,
+    ServerState,
+    binlog_argv,
+    expected_last,
+    next_files,
+    server_change_gap,
+)
 from mysql_backup_operator.agent.errors import AgentError
 from mysql_backup_operator.contract import binlog as bl
 from mysql_backup_operator.controllers.pitr import job_config, render_archiver
@@ -193,8 +200,12 @@ def test_next_files_record_purged_reset_and_server_changes_as_gaps() -> None:
     assert "mysql-bin.000003" in gap.message and files == ["mysql-bin.000005"]
     _, gap = next_files(idx, _server(1, current=1), T0)
     assert gap is not None and gap.reason == "BinlogReset"
-    _, gap = next_files(idx, _server(3, 4, current=4, server_id=9), T0)
-    assert gap is not None and gap.reason == "ServerChanged"
+    # A server id change is judged by the files' own ids, not the live one.
+    assert next_files(idx, _server(3, 4, current=4, server_id=9), T0) == (["mysql-bin.000003"], None)
+    gap = server_change_gap(idx, _seg(3, server_id=9), T0)
+    assert gap is not None and gap.reason == "ServerChanged" and gap.after == _seg(2).ident
+    assert server_change_gap(idx, _seg(3), T0) is None
+    assert server_change_gap(bl.Index(segments=idx.segments, gaps=(gap,)), _seg(3, server_id=9), T0) is None
     # Once recorded, the gap is not recorded again; what the server has is archived.
     with_gap = bl.Index(segments=idx.segments, gaps=(bl.Gap(after=_seg(2).ident, before="x", reason="r", message=""),))
     assert next_files(with_gap, _server(5, 6, 7, current=7), T0) == (["mysql-bin.000005", "mysql-bin.000006"], None)

@@ -157,10 +157,10 @@ class ServerState:
 def next_files(index: bl.Index, server: ServerState, now: int) -> tuple[list[str], bl.Gap | None]:
     """Pure: which closed files to archive next, and the gap to record first (if any).
 
-    Continuity is by file number on one server: after the last archived segment comes the file
-    numbered one higher. If the server no longer has it (purged), numbers went backwards
-    (RESET MASTER), or the server id changed, the chain is broken: a gap is recorded and archiving
-    continues from the oldest file the server still has."""
+    Continuity is by file number: after the last archived segment comes the file numbered one
+    higher. If the server no longer has it (purged) or numbers went backwards (RESET MASTER), the
+    chain is broken: a gap is recorded and archiving continues from the oldest file the server still
+    has. A server id change is judged per file, by content (`server_change_gap`)."""
     closed = [name for name, _ in server.files if name != server.current]
     if not index.segments:
         return closed, None
@@ -183,9 +183,6 @@ def next_files(index: bl.Index, server: ServerState, now: int) -> tuple[list[str
         # The gap is recorded; archive what the server has that is not archived yet.
         done = {s.file for s in index.segments if s.server_id == server.server_id and s.created >= last.created}
         return [n for n in closed if n not in done and bl.file_sequence(n)[1] <= max(seqs)], None
-    if server.server_id != last.server_id:
-        msg = f"server id changed from {last.server_id} to {server.server_id} after {last.file}"
-        return closed, gap("ServerChanged", msg)
     expected = last.sequence + 1
     if expected in seqs:
         return [n for n in closed if bl.file_sequence(n)[1] >= expected], None
@@ -196,6 +193,27 @@ def next_files(index: bl.Index, server: ServerState, now: int) -> tuple[list[str
         msg = f"binlogs from {missing} to before {first_name} were purged before they were archived"
         return closed, gap("BinlogsPurged", msg)
     return [], None
+
+
+def server_change_gap(index: bl.Index, seg: bl.Segment, now: int) -> bl.Gap | None:
+    """Pure: the gap to record before archiving `seg` when its own server id (from its
+    format-description event) differs from the previous segment's. Judged by content, not by the
+    live server id: the file open while the id changed still belongs to the old id."""
+    earlier = [s for s in index.segments if (s.created, s.sequence) < (seg.created, seg.sequence)]
+    if not earlier:
+        return None
+    prev = max(earlier, key=lambda s: (s.created, s.sequence))
+    if prev.server_id == seg.server_id or any(g.after == prev.ident for g in index.gaps):
+        return None
+    return bl.Gap(
+        after=prev.ident,
+        before=seg.ident,
+        reason="ServerChanged",
+        message=f"server id changed from {prev.server_id} to {seg.server_id} after {prev.file}",
+        detected=now,
+        after_time=prev.last_time,
+        before_time=seg.first_time,
+    )
 
 
 def server_state(conn: Any) -> ServerState:
@@ -309,6 +327,11 @@ class Archiver:
                 last_gtid=parsed.last_gtid,
                 transactions=len(parsed.transactions),
             )
+            changed = server_change_gap(self.index, seg, int(time.time()))
+            if changed is not None:  # recorded before the segment, so no window ever bridges it
+                LOG.warning("binlog gap: %s: %s", changed.reason, changed.message)
+                self.store.put_gap(changed)
+                self.index = bl.Index(segments=self.index.segments, gaps=(*self.index.gaps, changed))
             self.store.put_segment(path, seg)  # the data, then its entry
         finally:
             with contextlib.suppress(OSError):

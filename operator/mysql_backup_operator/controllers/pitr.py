@@ -315,6 +315,9 @@ def resolve_point_in_time(
 ) -> tuple[RestoreSpec, dict[str, Any] | None, str | None]:
     """The Restore state machine's hook: picks the backup of a point-in-time Restore (see
     PitrController.resolve_restore). A storage failure is transient: retried by the queue."""
+    recorded = (obj.get("status") or {}).get("pointInTime") or {}
+    if recorded.get("backup"):  # planned at the first step: no I/O on later steps
+        return dataclasses.replace(spec, backup=str(recorded["backup"])), None, None
     policy_of_backup = None
     if spec.backup and not spec.policy:
         backup = base.kube.get_backup(obj["metadata"]["namespace"], spec.backup)
