@@ -17,9 +17,11 @@ from mysql_backup_operator.agent.binlog import (
     server_change_gap,
 )
 from mysql_backup_operator.agent.errors import AgentError
+from mysql_backup_operator.api.common import SpecError
+from mysql_backup_operator.api.policy import parse_policy
+from mysql_backup_operator.api.restore import parse_restore
 from mysql_backup_operator.contract import binlog as bl
 from mysql_backup_operator.controllers.pitr import job_config, render_archiver
-from mysql_backup_operator.models import SpecError, parse_policy, parse_restore
 
 T0 = 1_800_000_000
 
@@ -414,7 +416,7 @@ def _controller_world(pitr_spec: dict[str, Any] | None, index: bl.Index) -> tupl
     import datetime as dt
 
     from mysql_backup_operator.controllers import pitr as ctl
-    from mysql_backup_operator.controllers.backup_restore import Reconciler, Settings
+    from mysql_backup_operator.controllers.operation import Context, Settings
 
     from tests.unit.fakes import FakeKube, build_cache
 
@@ -453,7 +455,7 @@ def _controller_world(pitr_spec: dict[str, Any] | None, index: bl.Index) -> tupl
             },
         },
     )
-    base = Reconciler(kube, Settings(lock_namespace="sys", agent_image="img"), cache=build_cache(kube))  # type: ignore[arg-type]
+    base = Context(kube, Settings(lock_namespace="sys", agent_image="img"), cache=build_cache(kube))  # type: ignore[arg-type]
     c = ctl.PitrController(base)
     c.read_index = lambda policy: index  # type: ignore[method-assign]
     c.write_retention = lambda policy, floor: kube._call("write_retention", floor)  # type: ignore[method-assign]
@@ -464,7 +466,7 @@ def test_policy_pass_creates_the_archiver_once_and_reports_windows_and_gaps() ->
     segs = (_seg(1), _seg(2), _seg(4))
     gap = bl.Gap(after=_seg(2).ident, before="1/mysql-bin.000004", reason="BinlogsPurged", message="gone", detected=9)
     kube, c, now = _controller_world({"enabled": True}, bl.Index(segments=segs, gaps=(gap,)))
-    from mysql_backup_operator.models import parse_policy as pp
+    from mysql_backup_operator.api.policy import parse_policy as pp
 
     pol = kube.get("backuppolicies", "ns", "pol")
     policy = pp(name="pol", namespace="ns", spec=pol["spec"])
@@ -490,6 +492,7 @@ def test_policy_pass_creates_the_archiver_once_and_reports_windows_and_gaps() ->
 
 def test_a_restore_outside_every_window_fails_before_lock_safety_backup_or_job() -> None:
     from mysql_backup_operator.controllers import pitr as ctl
+    from mysql_backup_operator.controllers.restore import RestoreController
 
     kube, c, _ = _controller_world({"enabled": True}, bl.Index(segments=(_seg(1), _seg(2))))
     kube.add(
@@ -504,7 +507,7 @@ def test_a_restore_outside_every_window_fails_before_lock_safety_backup_or_job()
     original = ctl.PitrController.read_index
     ctl.PitrController.read_index = lambda self, policy: bl.Index(segments=(_seg(1), _seg(2)))  # type: ignore[method-assign]
     try:
-        c.base.restore(kube.get("restores", "ns", "r"))
+        RestoreController(c.base).reconcile(kube.get("restores", "ns", "r"))
     finally:
         ctl.PitrController.read_index = original  # type: ignore[method-assign]
     st = kube.objects[("restores", "ns", "r")]["status"]

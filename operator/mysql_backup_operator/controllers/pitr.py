@@ -17,21 +17,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .. import conditions as cond
 from .. import jobs, metrics, naming, pitr
-from ..api import (
-    API_VERSION,
-    BACKUPS,
-    COND_BINLOG_GAP,
-    GROUP,
-    LABEL_MANAGED_BY,
-    LABEL_POLICY,
-    MANAGED_BY,
-    BackupPhase,
-)
+from ..api import API_VERSION, BACKUPS, COND_BINLOG_GAP, GROUP, LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY
+from ..api.backup import BackupPhase
+from ..api.common import parse_iso, set_condition
+from ..api.policy import PolicySpec
+from ..api.restore import RestoreSpec
 from ..contract import binlog as bl
 from ..k8s.kube import TransientError
-from ..models import PolicySpec, RestoreSpec
 from ..objectstore import Location, StorageError, Store
 
 LOG = logging.getLogger(__name__)
@@ -96,7 +89,7 @@ def render_archiver(policy: PolicySpec, *, policy_uid: str) -> dict[str, Any]:
 
 
 def _epoch(text: str | None) -> int | None:
-    return int(cond.parse_iso(text).timestamp()) if text else None
+    return int(parse_iso(text).timestamp()) if text else None
 
 
 def full_backup(obj: Mapping[str, Any]) -> pitr.FullBackup | None:
@@ -117,7 +110,7 @@ def full_backup(obj: Mapping[str, Any]) -> pitr.FullBackup | None:
 
 class PitrController:
     def __init__(self, base: Any) -> None:
-        self.base = base  # the Backup/Restore Reconciler: kube, cache, store()
+        self.base = base  # the controllers' shared Context: kube, cache, policy(), store()
         self.kube = base.kube
         self._backups: dict[str, pitr.FullBackup | None] = {}  # uid -> what a completed Backup gives
         self._applied: dict[tuple[str, str], str] = {}  # archiver Deployment -> spec hash applied
@@ -223,7 +216,7 @@ class PitrController:
             if (g.after, g.before) not in seen:
                 self.kube.event(obj, warning=True, reason=COND_BINLOG_GAP, message=f"{g.reason}: {g.message}")
         newest = max(index.gaps, key=lambda g: g.detected, default=None)
-        conditions = cond.set_condition(
+        conditions = set_condition(
             conditions,
             type_=COND_BINLOG_GAP,
             status=newest is not None,
@@ -263,7 +256,7 @@ class PitrController:
             return dataclasses.replace(spec, backup=str(recorded["backup"])), None, None
         ns = obj["metadata"]["namespace"]
         policy_name = spec.policy or policy_of_backup or ""
-        _, policy = self.base._policy(ns, policy_name)
+        _, policy = self.base.policy(ns, policy_name)
         if policy is None:
             return spec, None, f'BackupPolicy "{policy_name}" not found'
         if policy.pitr is None:

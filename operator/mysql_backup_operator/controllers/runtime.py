@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime as dt
 import gc
 import logging
 import threading
@@ -26,12 +27,17 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from ..api import BACKUPS, POLICIES, RESTORES, BackupPhase, RestorePhase
+from ..api import BACKUPS, POLICIES, RESTORES
+from ..api.backup import BackupPhase
+from ..api.restore import RestorePhase
 from ..k8s.kube import Kube, TransientError
 from ..objectstore import StorageError
-from .backup_restore import BACKUP_FINALIZER, Reconciler, scrub
+from .backup import BACKUP_FINALIZER, BackupController
 from .cache import Cache, ObjectKey, backup_row, backup_terminal, db_key_of, restore_terminal, slim
-from .policy import PolicyReconciler
+from .operation import Context, scrub
+from .peering import Peering, must_pause
+from .policy import PolicyController
+from .restore import RestoreController
 from .workqueue import WorkQueue
 
 LOG = logging.getLogger("mysql_backup_operator")
@@ -54,6 +60,9 @@ class Tuning:
     sync_quiet_seconds: float = 5.0
     sync_max_seconds: float = 120.0
     trim_seconds: float = 60.0
+    # With kopf peering: how often the peering object is read, and when a paused key is looked at again.
+    peering_check_seconds: float = 10.0
+    paused_retry_seconds: float = 5.0
 
 
 def release_free_memory() -> None:
@@ -80,14 +89,16 @@ def _error_delay(e: ApiException) -> tuple[float, str]:
 
 
 class Runtime:
-    def __init__(self, kube: Kube, reconciler: Reconciler, cache: Cache, tuning: Tuning) -> None:
-        self.kube = kube
-        self.cache = cache
+    def __init__(self, ctx: Context, tuning: Tuning, *, peering: Peering | None = None) -> None:
+        self.kube: Kube = ctx.kube
+        self.ctx = ctx
+        self.cache: Cache = ctx.cache
         self.tuning = tuning
-        self.backups = reconciler
-        self.policies = PolicyReconciler(reconciler)
+        self.backups = BackupController(ctx)
+        self.restores = RestoreController(ctx)
+        self.policies = PolicyController(ctx)
         self.queue: WorkQueue[ObjectKey] = WorkQueue(self.process, workers=tuning.workers)
-        reconciler.wake = self.queue.add
+        ctx.wake = self.queue.add
         self._bodies: dict[ObjectKey, dict[str, Any]] = {}
         self._active_restores: dict[ObjectKey, str] = {}  # non-terminal Restore -> its backupRef name
         self._retries: dict[ObjectKey, int] = {}
@@ -96,6 +107,9 @@ class Runtime:
         self._expected: dict[str, int] = {}
         self._last_listed = 0.0
         self._started_at = time.monotonic()
+        self.peering = peering
+        # Set while kopf's peering pauses this replica: the workers then leave every key queued.
+        self.paused = threading.Event()
 
     def start(self) -> None:
         """Starts the workers at once, and a thread that marks the cache synced after the initial
@@ -103,8 +117,32 @@ class Runtime:
         10,000 old ones to be listed) with their lock queue read live, and policies wait."""
         self._expected = self._counts()
         self._started_at = time.monotonic()
+        if self.peering is not None:
+            self.check_peering()  # before the first worker runs
+            threading.Thread(target=self._watch_peering, name="peering", daemon=True).start()
         self.queue.start()
         threading.Thread(target=self._mark_synced, name="sync-gate", daemon=True).start()
+
+    def check_peering(self, now: dt.datetime | None = None) -> bool:
+        """Reads kopf's peering object(s) and pauses or resumes the workers by kopf's own rule."""
+        assert self.peering is not None
+        now = now or dt.datetime.now(dt.UTC)
+        where: tuple[str | None, ...] = (None,) if self.peering.clusterwide else self.peering.namespaces
+        try:
+            statuses = [self.kube.peering_status(self.peering.name, ns) for ns in where]
+        except (TransientError, ApiException) as e:
+            LOG.warning("could not read the peering object %s: %s", self.peering.name, e)
+            return self.paused.is_set()
+        pause = any(must_pause(st, priority=self.peering.priority, now=now) for st in statuses)
+        if pause != self.paused.is_set():
+            LOG.info("peering: %s the work queue", "pausing" if pause else "resuming")
+            (self.paused.set if pause else self.paused.clear)()
+        return pause
+
+    def _watch_peering(self) -> None:
+        while True:
+            time.sleep(self.tuning.peering_check_seconds)
+            self.check_peering()
 
     def _counts(self) -> dict[str, int]:
         """How many objects of each kind the initial listing will deliver (LIST limit=1: 3 small requests)."""
@@ -166,7 +204,7 @@ class Runtime:
             with self._lock:
                 self._bodies.pop(key, None)
             if db := db_key_of(body):
-                self.backups.wake_waiting(db)  # the lock holder may be gone
+                self.ctx.wake_waiting(db)  # the lock holder may be gone
         elif m.get("deletionTimestamp"):
             if BACKUP_FINALIZER in (m.get("finalizers") or []):
                 self._enqueue(key, body)
@@ -193,7 +231,7 @@ class Runtime:
                 self._bodies.pop(key, None)
             if event_type == "DELETED":
                 if db := db_key_of(body):
-                    self.backups.wake_waiting(db)
+                    self.ctx.wake_waiting(db)
                 return
             if LEGACY_FINALIZER in (m.get("finalizers") or []):
                 self._enqueue(key, body)
@@ -238,6 +276,8 @@ class Runtime:
         return self.kube.get(PLURAL[kind], ns, name)
 
     def process(self, key: ObjectKey) -> float | None:
+        if self.paused.is_set():
+            return self.tuning.paused_retry_seconds  # another replica is active: keep the key, do nothing
         try:
             delay = self._step(key)
         except TransientError as e:
@@ -270,12 +310,12 @@ class Runtime:
                 return self._finalize_backup(key, body)
             if backup_terminal(body):
                 return None
-            self.backups.backup(body)
+            self.backups.reconcile(body)
             return None if backup_terminal(body) else self.tuning.resync_seconds
         self._drop_legacy_finalizer(RESTORES, body)
         if restore_terminal(body) or body["metadata"].get("deletionTimestamp"):
             return None
-        self.backups.restore(body)
+        self.restores.reconcile(body)
         return None if restore_terminal(body) else self.tuning.resync_seconds
 
     def _drop_legacy_finalizer(self, plural: str, body: dict[str, Any]) -> None:
@@ -296,7 +336,7 @@ class Runtime:
             return None
         ns = m["namespace"]
         try:
-            done = self.backups.delete_backup_data(body)
+            done = self.backups.delete_data(body)
         except StorageError as e:
             if e.no_credentials and self.kube.namespace_terminating(ns):
                 # The namespace controller deletes Secrets and Backups together; holding the finalizer
