@@ -79,4 +79,3 @@ COND_QUEUED = "Queued"
 COND_READY = "Ready"
 COND_DATA_MISSING = "DataMissing"
 COND_BINLOG_GAP = "BinlogGap"  # a policy's archived binlogs have a gap (purged, server changed)
-COND_ARCHIVING = "BinlogArchiving"
