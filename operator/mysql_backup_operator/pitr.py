@@ -18,6 +18,10 @@ from typing import Any
 from .contract.binlog import Gap, Index, Segment
 
 REFUSED = "TargetNotRecoverable"
+# A plan travels to the restore Job in its env (MBO_AGENT_CONFIG, one string of at most 128 KiB on
+# Linux) and sits in the Restore's status: ~400 bytes per segment. Longer plans are refused until
+# the agent reads the segment list from storage itself (see docs/design-pitr.md, caveats).
+MAX_PLAN_SEGMENTS = 250
 
 
 @dataclass(frozen=True)
@@ -216,14 +220,27 @@ def plan(
             used.append(s)
             if (s.last_time or 0) >= time:
                 break
-        return Plan(backup=b.name, segments=tuple(used), start_position=b.position, stop_time=time, stop_gtid=None)
+        return _bounded(
+            Plan(backup=b.name, segments=tuple(used), start_position=b.position, stop_time=time, stop_gtid=None)
+        )
     used = []
     for s in chain:
         used.append(s)
         r = _seq_range(s, domain)
         if r and r[0] <= seq <= r[1]:
-            return Plan(backup=b.name, segments=tuple(used), start_position=b.position, stop_time=None, stop_gtid=gtid)
+            return _bounded(
+                Plan(backup=b.name, segments=tuple(used), start_position=b.position, stop_time=None, stop_gtid=gtid)
+            )
     raise NotRecoverable(f'GTID {gtid} is not in the chain after full backup "{b.name}" (it ends at {why_end})')
+
+
+def _bounded(p: Plan) -> Plan:
+    if len(p.segments) > MAX_PLAN_SEGMENTS:
+        raise NotRecoverable(
+            f'the replay from full backup "{p.backup}" would need {len(p.segments)} binlog segments, more than '
+            f"{MAX_PLAN_SEGMENTS}: take a newer full backup (or a larger segmentSeconds) and restore from it"
+        )
+    return p
 
 
 def _below(position: str, domain: int, seq: int) -> bool:

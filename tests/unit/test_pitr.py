@@ -547,3 +547,11 @@ def test_segment_store_loads_entries_and_gaps_only() -> None:
     idx = SegmentStore(S3(), "b", "d").load()
     assert idx.segments == (seg,) and idx.gaps == (gap,)
     assert SegmentStore(S3(), "b", "d").retention_floor() == 5
+
+
+def test_a_plan_too_long_for_the_job_env_is_refused() -> None:
+    n = pitr.MAX_PLAN_SEGMENTS + 2
+    idx = bl.Index(segments=tuple(_seg(i) for i in range(1, n + 1)))
+    with pytest.raises(pitr.NotRecoverable, match="take a newer full backup"):
+        pitr.plan(idx, [_full("b1", 1, T0 + 150)], time=T0 + n * 100 + 50)
+    assert len(pitr.plan(idx, [_full("b1", 1, T0 + 150)], time=T0 + 1000).segments) == 10
