@@ -11,17 +11,13 @@ gap, ends a window, so a target there is refused instead of being restored incom
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .contract.binlog import Gap, Index, Segment
+from .contract.binlog import Gap, Index, Segment, chain_order, digest
 
 REFUSED = "TargetNotRecoverable"
-# A plan travels to the restore Job in its env (MBO_AGENT_CONFIG, one string of at most 128 KiB on
-# Linux) and sits in the Restore's status: ~400 bytes per segment. Longer plans are refused until
-# the agent reads the segment list from storage itself (see docs/design-pitr.md, caveats).
-MAX_PLAN_SEGMENTS = 250
 
 
 @dataclass(frozen=True)
@@ -66,23 +62,18 @@ class Plan:
     stop_gtid: str | None  # or strictly before this GTID's transaction
 
     def to_status(self) -> dict[str, Any]:
+        """Compact whatever the number of segments: the first and last key, the count and a
+        fingerprint; the restore Job reads the list itself from the archive's index."""
         return {
             "backup": self.backup,
-            "segments": [s.to_dict() for s in self.segments],
+            "firstSegment": self.segments[0].key,
+            "lastSegment": self.segments[-1].key,
+            "segmentCount": len(self.segments),
+            "segmentsDigest": digest(self.segments),
             "startPosition": self.start_position,
             "stopTime": iso(self.stop_time) if self.stop_time is not None else None,
             "stopGtid": self.stop_gtid,
         }
-
-    @staticmethod
-    def from_status(d: Mapping[str, Any]) -> Plan:
-        return Plan(
-            backup=str(d["backup"]),
-            segments=tuple(Segment.from_dict(s) for s in d.get("segments") or ()),
-            start_position=int(d["startPosition"]),
-            stop_time=epoch(d["stopTime"]) if d.get("stopTime") else None,
-            stop_gtid=d.get("stopGtid"),
-        )
 
 
 class NotRecoverable(ValueError):
@@ -108,7 +99,7 @@ def _follows(prev: Segment, nxt: Segment, gaps: Sequence[Gap]) -> bool:
 
 
 def _ordered(index: Index) -> list[Segment]:
-    return sorted(index.segments, key=lambda s: (s.created, s.sequence, s.server_id))
+    return chain_order(index.segments)
 
 
 def chain_from(index: Index, start: Segment) -> tuple[list[Segment], Gap | None]:
@@ -220,27 +211,14 @@ def plan(
             used.append(s)
             if (s.last_time or 0) >= time:
                 break
-        return _bounded(
-            Plan(backup=b.name, segments=tuple(used), start_position=b.position, stop_time=time, stop_gtid=None)
-        )
+        return Plan(backup=b.name, segments=tuple(used), start_position=b.position, stop_time=time, stop_gtid=None)
     used = []
     for s in chain:
         used.append(s)
         r = _seq_range(s, domain)
         if r and r[0] <= seq <= r[1]:
-            return _bounded(
-                Plan(backup=b.name, segments=tuple(used), start_position=b.position, stop_time=None, stop_gtid=gtid)
-            )
+            return Plan(backup=b.name, segments=tuple(used), start_position=b.position, stop_time=None, stop_gtid=gtid)
     raise NotRecoverable(f'GTID {gtid} is not in the chain after full backup "{b.name}" (it ends at {why_end})')
-
-
-def _bounded(p: Plan) -> Plan:
-    if len(p.segments) > MAX_PLAN_SEGMENTS:
-        raise NotRecoverable(
-            f'the replay from full backup "{p.backup}" would need {len(p.segments)} binlog segments, more than '
-            f"{MAX_PLAN_SEGMENTS}: take a newer full backup (or a larger segmentSeconds) and restore from it"
-        )
-    return p
 
 
 def _below(position: str, domain: int, seq: int) -> bool:

@@ -3,6 +3,7 @@ archiver's choice of files, the replay's expected last GTID, specs and the archi
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from typing import Any
 
@@ -143,7 +144,16 @@ def test_plan_for_a_time_picks_the_newest_backup_before_it_and_the_segments_up_t
     p = pitr.plan(idx, backups, time=T0 + 320)
     assert p.backup == "b2" and [s.file for s in p.segments] == ["mysql-bin.000002", "mysql-bin.000003"]
     assert (p.start_position, p.stop_time, p.stop_gtid) == (400, T0 + 320, None)
-    assert pitr.Plan.from_status(p.to_status()) == p
+    st = p.to_status()
+    assert (st["firstSegment"], st["lastSegment"], st["segmentCount"]) == (_seg(2).key, _seg(3).key, 2)
+    assert bl.select_range(
+        idx, first=st["firstSegment"], last=st["lastSegment"], count=2, fingerprint=st["segmentsDigest"]
+    ) == [_seg(2), _seg(3)]
+    # The index changed under the plan (a segment replaced): the run no longer matches.
+    other = bl.Index(segments=(_seg(1), _seg(2), dataclasses.replace(_seg(3), sha256="1" * 64), _seg(4)))
+    assert (
+        bl.select_range(other, first=_seg(2).key, last=_seg(3).key, count=2, fingerprint=st["segmentsDigest"]) is None
+    )
     assert pitr.plan(idx, backups, time=T0 + 200, base="b1").backup == "b1"
     with pytest.raises(pitr.NotRecoverable, match="no full backup completed before"):
         pitr.plan(idx, backups, time=T0 + 100)
@@ -300,16 +310,21 @@ def test_archiver_deployment_is_restricted_owned_and_secret_free() -> None:
 
 
 def test_job_config_from_a_recorded_plan() -> None:
-    plan = pitr.Plan(backup="b", segments=(_seg(1),), start_position=400, stop_time=T0, stop_gtid=None)
-    cfg = job_config({"pointInTime": {**plan.to_status(), "database": "shop"}})
+    plan = pitr.Plan(backup="b", segments=(_seg(1), _seg(2)), start_position=400, stop_time=T0, stop_gtid=None)
+    p = parse_policy(name="pol", namespace="ns", spec=_policy_spec(pointInTimeRecovery={"enabled": True}))
+    cfg = job_config({"pointInTime": {**plan.to_status(), "database": "shop"}}, p)
     assert cfg == {
-        "segments": [_seg(1).to_dict()],
+        "directory": "p/ns/pol",
+        "firstSegment": _seg(1).key,
+        "lastSegment": _seg(2).key,
+        "segmentCount": 2,
+        "segmentsDigest": bl.digest([_seg(1), _seg(2)]),
         "startPosition": 400,
         "stopTime": T0,
         "stopGtid": None,
         "database": "shop",
     }
-    assert job_config({}) is None
+    assert job_config({}, p) is None
 
 
 class _FakeStore:
@@ -547,11 +562,3 @@ def test_segment_store_loads_entries_and_gaps_only() -> None:
     idx = SegmentStore(S3(), "b", "d").load()
     assert idx.segments == (seg,) and idx.gaps == (gap,)
     assert SegmentStore(S3(), "b", "d").retention_floor() == 5
-
-
-def test_a_plan_too_long_for_the_job_env_is_refused() -> None:
-    n = pitr.MAX_PLAN_SEGMENTS + 2
-    idx = bl.Index(segments=tuple(_seg(i) for i in range(1, n + 1)))
-    with pytest.raises(pitr.NotRecoverable, match="take a newer full backup"):
-        pitr.plan(idx, [_full("b1", 1, T0 + 150)], time=T0 + n * 100 + 50)
-    assert len(pitr.plan(idx, [_full("b1", 1, T0 + 150)], time=T0 + 1000).segments) == 10

@@ -23,7 +23,7 @@ import mmap
 import os
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +129,9 @@ class SegmentStore:
 
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def read_index(self) -> bl.Index:
+        return bl.Index.parse(self._json(bl.index_key(self.dir)))
 
     def put_index(self, index: bl.Index) -> None:
         self.s3.put_object(
@@ -419,12 +422,37 @@ def expected_last(
     return last, None, count
 
 
+def planned_segments(store: SegmentStore, plan: Mapping[str, Any]) -> list[bl.Segment]:
+    """The plan's run of segments from index.json (one GET), or from the entries themselves when
+    the index is behind; it must be exactly the run the operator planned (count and digest)."""
+    want = {
+        "first": str(plan["firstSegment"]),
+        "last": str(plan["lastSegment"]),
+        "count": int(plan["segmentCount"]),
+        "fingerprint": str(plan["segmentsDigest"]),
+    }
+    try:
+        run = bl.select_range(store.read_index(), **want)  # type: ignore[arg-type]
+        if run is None:
+            run = bl.select_range(store.load(), **want)  # type: ignore[arg-type]
+    except Exception as e:
+        raise errors.from_s3(e, what="binlog index", missing_means_not_found=True) from None
+    if run is None:
+        raise AgentError(
+            Reason.CHECKSUM_MISMATCH,
+            f"the archive no longer holds the {want['count']} planned binlog segments from {want['first']} "
+            f"to {want['last']} unchanged; nothing was restored",
+            permanent=True,
+        )
+    return run
+
+
 def prepare(cfg: AgentConfig, s3: Any, plan: dict[str, Any]) -> Prepared:
     """Downloads every planned segment and checks its sha256 before the database is touched."""
     workdir = os.path.join(os.environ.get("MBO_WORKDIR") or os.environ.get("TMPDIR", "/tmp"), "replay")
     os.makedirs(workdir, exist_ok=True)
-    store = SegmentStore(s3, cfg.storage.bucket, "")
-    segments = [bl.Segment.from_dict(s) for s in plan["segments"]]
+    store = SegmentStore(s3, cfg.storage.bucket, str(plan["directory"]))
+    segments = planned_segments(store, plan)
     paths, parsed = [], []
     for seg in segments:
         path = os.path.join(workdir, os.path.basename(seg.key))

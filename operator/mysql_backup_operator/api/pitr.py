@@ -130,26 +130,6 @@ class PitrStatus:
 
 
 @dataclass(frozen=True)
-class SegmentStatus:
-    """One archived binlog segment (contract.binlog.Segment's wire form)."""
-
-    key: str | None = wire()
-    file: str | None = wire()
-    server_id: int | None = wire()
-    created: int | None = wire(format="int64")
-    size: int | None = wire(format="int64")
-    sha256: str | None = wire()
-    first_time: int | None = wire(format="int64")
-    last_time: int | None = wire(format="int64")
-    first_event_time: str | None = wire()
-    last_event_time: str | None = wire()
-    first_gtid: str | None = wire()
-    last_gtid: str | None = wire()
-    transactions: int | None = wire()
-    server_uuid: str | None = wire()
-
-
-@dataclass(frozen=True)
 class PointInTimeStatus:
     """status.pointInTime of a Restore: the plan, fixed at its first step."""
 
@@ -159,7 +139,10 @@ class PointInTimeStatus:
     start_position: int | None = wire(format="int64")
     stop_time: str | None = wire(format="date-time")
     stop_gtid: str | None = wire()
-    segments: tuple[SegmentStatus, ...] = wire(default=())
+    first_segment: str | None = wire(description="Storage key of the first binlog segment replayed.")
+    last_segment: str | None = wire(description="Storage key of the last binlog segment replayed.")
+    segment_count: int | None = wire()
+    segments_digest: str | None = wire(description="sha256 over the planned segments' keys and sha256s.")
 
 
 @dataclass(frozen=True)

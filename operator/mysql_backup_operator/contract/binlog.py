@@ -17,10 +17,11 @@ file name reused after `RESET MASTER` gets a different key.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -279,6 +280,27 @@ class Index:
             gaps=tuple(Gap.from_dict(g) for g in doc.get("gaps") or ()),
             updated=int(doc.get("updated") or 0),
         )
+
+
+def chain_order(segments: Iterable[Segment]) -> list[Segment]:
+    """The order segments were written in: file creation time, then file number."""
+    return sorted(segments, key=lambda s: (s.created, s.sequence, s.server_id))
+
+
+def digest(segments: Sequence[Segment]) -> str:
+    """Fingerprint of a replay's segment list (keys and contents), recorded in the plan."""
+    return hashlib.sha256("".join(f"{s.key} {s.sha256}\n" for s in segments).encode()).hexdigest()
+
+
+def select_range(index: Index, *, first: str, last: str, count: int, fingerprint: str) -> list[Segment] | None:
+    """The planned run of segments, from `first` to `last` in chain order, if the index still
+    holds exactly that run (same count, same keys and sha256s); None otherwise."""
+    ordered = chain_order(index.segments)
+    keys = [s.key for s in ordered]
+    if first not in keys or last not in keys:
+        return None
+    run = ordered[keys.index(first) : keys.index(last) + 1]
+    return run if len(run) == count and digest(run) == fingerprint else None
 
 
 def _camel(name: str) -> str:

@@ -288,17 +288,21 @@ class PitrController:
         return dataclasses.replace(spec, backup=plan.backup), patch, None
 
 
-def job_config(status: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What the restore Job's agent needs of the recorded plan (None: not a point-in-time restore)."""
+def job_config(status: Mapping[str, Any], policy: PolicySpec) -> dict[str, Any] | None:
+    """What the restore Job's agent needs of the recorded plan (None: not a point-in-time restore).
+    Constant-size: the agent reads the segment list from the index and checks it against the plan."""
     rec = status.get("pointInTime") or {}
     if not rec.get("backup"):
         return None
-    plan = pitr.Plan.from_status(rec)
     return {
-        "segments": [s.to_dict() for s in plan.segments],
-        "startPosition": plan.start_position,
-        "stopTime": plan.stop_time,
-        "stopGtid": plan.stop_gtid,
+        "directory": policy_dir(policy),
+        "firstSegment": rec["firstSegment"],
+        "lastSegment": rec["lastSegment"],
+        "segmentCount": int(rec["segmentCount"]),
+        "segmentsDigest": rec["segmentsDigest"],
+        "startPosition": int(rec["startPosition"]),
+        "stopTime": pitr.epoch(rec["stopTime"]) if rec.get("stopTime") else None,
+        "stopGtid": rec.get("stopGtid"),
         "database": rec.get("database"),
     }
 

@@ -167,7 +167,7 @@ class RestoreController(OperationController):
             db_key=db_key,
             tables=spec.tables,
             parallelism=spec.parallelism,
-            point_in_time=pitr_job_config(obj["status"]),
+            point_in_time=pitr_job_config(obj["status"], policy),
         )
         created = self.kube.create_job(rendered)
         job_name = rendered["metadata"]["name"]
