@@ -33,7 +33,7 @@ from ..contract import manifest as mf
 from ..contract import result as res
 from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
 from ..contract.keys import directory_of
-from . import errors, storage
+from . import binlog, errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
 from .memory import tune_malloc
@@ -689,6 +689,19 @@ def restore_per_table(
     ).to_dict()
 
 
+def restore_to_point(cfg: AgentConfig) -> dict[str, Any]:
+    """A restore, followed by a binlog replay when the Restore has a point-in-time target. Every
+    segment is downloaded and checked before the dump touches the database."""
+    plan = cfg.restore.get("pointInTime")
+    if not plan:
+        return restore(cfg)
+    prepared = binlog.prepare(cfg, storage.client(cfg.storage), plan)
+    result = restore(cfg)
+    replayed = binlog.replay(cfg, prepared, database=plan.get("database"))
+    LOG.info("replayed %s transactions up to %s", replayed["replayedTransactions"], replayed["lastGtid"])
+    return {**result, **replayed, "completedAt": iso(now())}
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -703,10 +716,17 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     if not args or args[0] in ("-h", "--help"):
-        print("usage: mysql-backup-agent {backup|restore|version}", file=sys.stderr)
+        print("usage: mysql-backup-agent {backup|restore|archive|version}", file=sys.stderr)
         return 2
     if args[0] in ("version", "--version"):
         print(f"mysql-backup-agent {__version__}")
+        return 0
+    if args[0] == "archive":
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        cfg = load()
+        LOG.info("binlog archiver starting (agent %s) for %s:%d", __version__, cfg.db.host, cfg.db.port)
+        with contextlib.suppress(Terminated):
+            binlog.archive(cfg, connect=lambda: connect(cfg), s3=storage.client(cfg.storage))
         return 0
     if args[0] not in ("backup", "restore"):
         print(f"unknown command {args[0]!r}", file=sys.stderr)
@@ -718,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     op = args[0]
     LOG.info("%s starting (agent %s) for %s:%d", op, __version__, cfg.db.host, cfg.db.port)
     try:
-        result = backup(cfg) if op == "backup" else restore(cfg)
+        result = backup(cfg) if op == "backup" else restore_to_point(cfg)
     except AgentError as e:
         msg = errors.scrub(e.message, cfg.secrets)
         LOG.error("%s failed: %s: %s", op, e.reason, msg)
