@@ -271,6 +271,12 @@ class Store:
     def manifests(self, prefix: str) -> Iterator[str]:
         return (k for k in self.list(prefix) if is_manifest(k))
 
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self.objects.put(key, data, content_type="application/json")
+        except Exception as e:
+            raise _error(e, f"put {self.url(key)}") from None
+
     def read_json(self, key: str) -> dict[str, Any] | None:
         try:
             body = self.objects.get(key)

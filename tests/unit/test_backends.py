@@ -137,3 +137,9 @@ def test_an_s3_agent_never_imports_the_azure_or_google_sdks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_point_in_time_recovery_is_s3_only_for_now() -> None:
+    spec = {"database": DB, "storage": {"gcs": GCS}, "pointInTimeRecovery": {"enabled": True}}
+    with pytest.raises(SpecError, match="pointInTimeRecovery needs storage.s3"):
+        parse_policy(name="pol", namespace="ns", spec=spec)

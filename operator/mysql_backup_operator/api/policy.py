@@ -24,11 +24,14 @@ from .common import (
     column,
     required,
 )
+from .pitr import POLICY_SPEC_SCHEMA as PITR_SPEC_SCHEMA
+from .pitr import PitrSpec, PitrStatus, parse_pitr
 from .schema import obj, prop, rule, wire
 from .storage import (
     AZURE_BLOB_SCHEMA,
     GCS_SCHEMA,
     ONE_BACKEND,
+    PITR_NEEDS_S3,
     AzureBlobSpec,
     GcsSpec,
     chosen_backend,
@@ -161,6 +164,7 @@ class PolicySpec:
     layout: str = DEFAULT_LAYOUT
     azure_blob: AzureBlobSpec | None = None
     gcs: GcsSpec | None = None
+    pitr: PitrSpec | None = None  # spec.pointInTimeRecovery (api/pitr.py)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -202,6 +206,8 @@ def parse_policy(
     s3 = _parse_s3(storage["s3"]) if backend == "s3" else None
     azure = parse_azure_blob(storage["azureBlob"]) if backend == "azureBlob" else None
     gcs = parse_gcs(storage["gcs"]) if backend == "gcs" else None
+    if backend != "s3" and (spec.get("pointInTimeRecovery") or {}).get("enabled"):
+        raise SpecError(f"spec.{PITR_NEEDS_S3['message']}")
     b = spec.get("backup") or {}
     try:
         compression = Compression(b.get("compression", DEFAULT_COMPRESSION))
@@ -235,6 +241,7 @@ def parse_policy(
         layout=str(b.get("layout") or DEFAULT_LAYOUT),
         azure_blob=azure,
         gcs=gcs,
+        pitr=parse_pitr(spec.get("pointInTimeRecovery")),
         raw=spec,
     )
 
@@ -482,9 +489,11 @@ SPEC_SCHEMA = obj(
         "database": _DATABASE,
         "storage": _STORAGE,
         "backup": _BACKUP,
+        "pointInTimeRecovery": PITR_SPEC_SCHEMA,
         "jobTemplate": _JOB_TEMPLATE,
     },
     required=["database", "storage"],
+    rules=[PITR_NEEDS_S3],
 )
 
 
@@ -518,6 +527,9 @@ class PolicyStatus:
     pruned_count: int | None = wire()
     last_sync_time: str | None = wire(format="date-time")
     last_sync_error: str | None = wire()
+    point_in_time_recovery: PitrStatus | None = wire(
+        description="The archived binlogs, the recoverable windows (from -> to) and the gaps between them."
+    )
     conditions: tuple[Condition, ...] = wire(default=(), extra=CONDITIONS_EXTRA)
 
 

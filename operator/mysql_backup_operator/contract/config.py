@@ -102,6 +102,7 @@ class AgentConfig:
     storage: StorageConfig
     backup: Mapping[str, Any]
     restore: Mapping[str, Any]
+    archive: Mapping[str, Any] = field(default_factory=dict)  # the binlog archiver's settings
 
     @property
     def secrets(self) -> list[str | None]:
@@ -148,4 +149,5 @@ def load(environ: Mapping[str, str] | None = None) -> AgentConfig:
         ),
         backup=raw.get("backup") or {},
         restore=raw.get("restore") or {},
+        archive=raw.get("archive") or {},
     )
