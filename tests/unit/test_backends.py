@@ -141,5 +141,5 @@ def test_an_s3_agent_never_imports_the_azure_or_google_sdks() -> None:
 
 def test_point_in_time_recovery_is_s3_only_for_now() -> None:
     spec = {"database": DB, "storage": {"gcs": GCS}, "pointInTimeRecovery": {"enabled": True}}
-    with pytest.raises(SpecError, match="pointInTimeRecovery needs storage.s3"):
+    with pytest.raises(SpecError, match=r"pointInTimeRecovery needs storage\.s3"):
         parse_policy(name="pol", namespace="ns", spec=spec)
