@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import io
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .. import __version__
 from ..api import Compression, Reason
@@ -32,11 +33,14 @@ from ..contract import manifest as mf
 from ..contract import result as res
 from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
 from ..contract.keys import directory_of
-from . import errors, storage
+from ..contract.store import SCHEMES, ObjectStore, is_sdk_error
+from . import binlog, errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
+from .memory import tune_malloc
 from .pipeline import SplitUpload, compress_stream, widen_pipe
 from .sqlstream import (
+    PER_TABLE_DUMP_FLAGS,
     DatabaseFilter,
     client_binary,
     decompress,
@@ -105,7 +109,11 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
         with conn.cursor() as cur:
             cur.execute("SELECT VERSION()")
             version = str(cur.fetchone()[0])
-            if cfg.db.databases:
+            scope = cfg.backup.get("scope") or {}
+            ignore: list[str] = []
+            if scope:
+                databases, ignore = scoped_databases(cur, scope)
+            elif cfg.db.databases:
                 databases = list(cfg.db.databases)
                 cur.execute(
                     "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN %s", (tuple(databases),)
@@ -137,6 +145,7 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
                 for k, q in queries.items():
                     cur.execute(q, (dbs,))
                     counts[k] = int(cur.fetchone()[0])
+                counts["tables"] -= len(ignore)
             binlog_on = False
             try:
                 cur.execute("SHOW MASTER STATUS")
@@ -148,15 +157,38 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
         raise errors.from_mysql_errno(code, str(e.args[1] if len(e.args) > 1 else e), what="backup") from None
     finally:
         conn.close()
-    if not databases:
+    if not databases and not scope:
         raise AgentError(Reason.DUMP_FAILED, "the server has no user databases to back up", permanent=True)
     return {
+        "ignoreTables": ignore,
         "serverVersion": version,
         "isMariaDB": "mariadb" in version.lower(),
         "databases": databases,
         "counts": counts,
         "binlogEnabled": binlog_on,
     }
+
+
+def scoped_databases(cur: Any, scope: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """A scoped backup (a partial Restore's safety backup): the databases to dump and the tables
+    of theirs to leave out (`--ignore-table`), so the dump holds exactly the scope's databases or
+    tables. What does not exist on the server is skipped: there is nothing of it to protect."""
+    if scope.get("databases"):
+        cur.execute(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN %s ORDER BY 1",
+            (tuple(scope["databases"]),),
+        )
+        return [r[0] for r in cur.fetchall()], []
+    wanted = {tuple(str(t).split(".", 1)) for t in scope.get("tables") or ()}
+    cur.execute(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+        "WHERE TABLE_TYPE='BASE TABLE' AND TABLE_SCHEMA IN %s ORDER BY 1, 2",
+        (tuple(sorted({d for d, _ in wanted})),),
+    )
+    present = [(str(d), str(t)) for d, t in cur.fetchall()]
+    databases = sorted({d for d, t in present if (d, t) in wanted})
+    ignore = [f"{d}.{t}" for d, t in present if d in databases and (d, t) not in wanted]
+    return databases, ignore
 
 
 # ----------------------------------------------------------------------------- processes
@@ -180,7 +212,7 @@ class StderrTail:
 
 
 def _is_storage_error(e: BaseException) -> bool:
-    return type(e).__module__.startswith(("botocore", "boto3", "urllib3", "s3transfer"))
+    return is_sdk_error(e)
 
 
 def _kill(proc: subprocess.Popen[bytes] | None) -> None:
@@ -198,12 +230,12 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     meta = collect_metadata(cfg)
     t_meta = time.monotonic()
-    s3 = storage.client(cfg.storage)
+    store = storage.open_store(cfg.storage)
     compression = cfg.compression
     tmpdir = os.environ.get("TMPDIR", "/tmp")
     defaults = write_defaults_file(cfg.db, tmpdir)
     proc: subprocess.Popen[bytes] | None = None
-    writer: storage.MultipartWriter | None = None
+    writer: storage.Upload | None = None
     split: SplitUpload | None = None
     per_table = cfg.backup.get("layout") == LAYOUT_PER_TABLE
     try:
@@ -214,45 +246,52 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             databases=meta["databases"],
             is_mariadb=meta["isMariaDB"],
             capture_binlog=meta["binlogEnabled"],
-            # perTable: tables load concurrently, and a stream holding LOCK TABLES on a child table
-            # fails ("Table 'parent' was not locked", error 1100) when a parallel stream re-creates
-            # its FK parent; the locks only speed up MyISAM loads, so they are left out.
-            extra_args=[*(cfg.backup.get("extraDumpArgs") or ()), *(["--skip-add-locks"] if per_table else [])],
+            extra_args=[
+                *(cfg.backup.get("extraDumpArgs") or ()),
+                *(PER_TABLE_DUMP_FLAGS if per_table else ()),
+                *(f"--ignore-table={t}" for t in meta["ignoreTables"]),
+            ],
         )
         metadata = {"mysqlbackup-backup": str(cfg.backup.get("name", "")), "mysqlbackup-compression": compression}
         level = cfg.backup.get("compressionLevel")
         try:
             if per_table:
                 split = SplitUpload(
-                    s3=s3,
-                    bucket=cfg.storage.bucket,
+                    store=store,
                     directory=directory_of(cfg.storage.manifest_key),
                     kind=compression,
                     level=level,
                     metadata=metadata,
                 )
             else:
-                writer = storage.MultipartWriter(s3, cfg.storage.bucket, cfg.storage.dump_key, metadata=metadata)
+                writer = store.writer(cfg.storage.dump_key, metadata=metadata)
         except Exception as e:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        assert proc.stdout is not None and proc.stderr is not None
-        widen_pipe(proc.stdout)
-        err = StderrTail(proc.stderr)
+        dump_out: io.BufferedReader | io.BytesIO
+        if meta["databases"]:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None and proc.stderr is not None
+            widen_pipe(proc.stdout)
+            # Read in quarters of the widened pipe: see pipeline.chunks for why that size.
+            dump_out = cast(io.BufferedReader, proc.stdout)  # IO[bytes] in typeshed; readinto is there
+            err = StderrTail(proc.stderr)
+        else:  # a scoped backup of which nothing exists yet: it holds (and restores) nothing
+            LOG.info("nothing of the scope %s exists on the server; the backup holds nothing", cfg.backup["scope"])
+            dump_out = io.BytesIO(b"-- nothing of this backup's scope existed on the server\n")
         t_stream = time.monotonic()
         try:
             if split is not None:
-                stats = split.stream(proc.stdout)
+                stats = split.stream(dump_out)
             else:
                 assert writer is not None
-                stats = compress_stream(proc.stdout, kind=compression, level=level, sink=writer.write)
-            code = proc.wait()
+                stats = compress_stream(dump_out, kind=compression, level=level, sink=writer.write)
+            code = proc.wait() if proc else 0
             if code != 0:
                 raise errors.from_tool_stderr(
                     errors.scrub(err.text(), cfg.secrets), code, tool="mysqldump", what="backup"
                 )
             skip_comments = "--skip-comments" in (cfg.backup.get("extraDumpArgs") or ())
-            if not skip_comments and b"-- Dump completed" not in stats.tail:
+            if proc and not skip_comments and b"-- Dump completed" not in stats.tail:
                 raise AgentError(
                     Reason.DUMP_FAILED, "mysqldump output ended without its completion marker", permanent=False
                 )
@@ -318,29 +357,27 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         duration_seconds=round(time.monotonic() - t0, 2),
     )
     try:
-        s3.put_object(
-            Bucket=cfg.storage.bucket,
-            Key=cfg.storage.manifest_key,
-            Body=manifest.to_json(),
-            ContentType="application/json",
-        )
+        store.put(cfg.storage.manifest_key, manifest.to_json(), content_type="application/json")
     except Exception as e:
         # A dump without its manifest is not a backup: remove it so nothing looks complete.
         for o in objects:
             with contextlib.suppress(Exception):
-                s3.delete_object(Bucket=cfg.storage.bucket, Key=o.key)
+                store.delete(o.key)
         raise errors.from_s3(e, what="backup manifest", missing_means_not_found=False) from None
     return res.BackupResult(
-        bucket=cfg.storage.bucket, manifest_key=cfg.storage.manifest_key, manifest=manifest
+        bucket=cfg.storage.bucket,
+        manifest_key=cfg.storage.manifest_key,
+        manifest=manifest,
+        scheme=SCHEMES[store.backend],
     ).to_dict()
 
 
 # ----------------------------------------------------------------------------- restore
 
 
-def read_manifest(cfg: AgentConfig, s3: Any) -> mf.Manifest:
+def read_manifest(cfg: AgentConfig, store: ObjectStore) -> mf.Manifest:
     try:
-        body = s3.get_object(Bucket=cfg.storage.bucket, Key=cfg.storage.manifest_key)["Body"].read()
+        body = store.get(cfg.storage.manifest_key)
     except Exception as e:
         raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
     try:
@@ -349,13 +386,13 @@ def read_manifest(cfg: AgentConfig, s3: Any) -> mf.Manifest:
         raise AgentError(Reason.CHECKSUM_MISMATCH, str(e), permanent=True) from None
 
 
-def verify_object(cfg: AgentConfig, s3: Any, expected: str) -> tuple[int, bytes]:
+def verify_object(cfg: AgentConfig, store: ObjectStore, expected: str) -> tuple[int, bytes]:
     """Reads the whole stored object once and checks its sha256 before anything touches the database."""
     sha = hashlib.sha256()
     size = 0
     head = b""
     try:
-        for chunk in storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key):
+        for chunk in store.iter(cfg.storage.dump_key):
             if len(head) < 16:
                 head += chunk[:16]
             sha.update(chunk)
@@ -393,8 +430,8 @@ def _feed_sql(stdin: IO[bytes], chunks: Iterable[bytes], filt: DatabaseFilter | 
 def restore(cfg: AgentConfig) -> dict[str, Any]:
     started = now()
     t0 = time.monotonic()
-    s3 = storage.client(cfg.storage)
-    manifest = read_manifest(cfg, s3)
+    store = storage.open_store(cfg.storage)
+    manifest = read_manifest(cfg, store)
     expected = str(cfg.restore.get("expectedSha256") or manifest.sha256)
     if manifest.sha256 != expected:
         raise AgentError(
@@ -403,14 +440,14 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
             permanent=True,
         )
     if len(manifest.objects) > 1 or manifest.primary.kind != mf.ObjectKind.DUMP:
-        return restore_per_table(cfg, s3, manifest, started=started, t0=t0)
+        return restore_per_table(cfg, store, manifest, started=started, t0=t0)
     if cfg.restore.get("tables"):
         raise AgentError(
             Reason.RESTORE_FAILED,
             "spec.tables needs a backup taken with layout perTable; this one is a single object",
             permanent=True,
         )
-    size, head = verify_object(cfg, s3, expected)
+    size, head = verify_object(cfg, store, expected)
     declared = manifest.compression
     detected = detect_compression(head)
     if declared != Compression.NONE and detected != declared:
@@ -434,9 +471,7 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
         assert proc.stdin is not None and proc.stderr is not None
         err = StderrTail(proc.stderr)
         try:
-            stream: Iterator[bytes] = decompress(
-                storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key), declared
-            )
+            stream: Iterator[bytes] = decompress(store.iter(cfg.storage.dump_key), declared)
             applied = _feed_sql(proc.stdin, stream, filt)
         except AgentError:
             raise
@@ -472,11 +507,11 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- per-table restore
 
 
-def _verify_key(s3: Any, bucket: str, o: mf.ManifestObject) -> None:
+def _verify_key(store: ObjectStore, o: mf.ManifestObject) -> None:
     sha = hashlib.sha256()
     size = 0
     try:
-        for chunk in storage.iter_object(s3, bucket, o.key):
+        for chunk in store.iter(o.key):
             sha.update(chunk)
             size += len(chunk)
     except Exception as e:
@@ -527,8 +562,10 @@ def _selection(cfg: AgentConfig, manifest: mf.Manifest) -> Selection:
 class _Applier:
     """Streams stored objects into `mysql` clients, one client per object, and can stop them all."""
 
-    def __init__(self, cfg: AgentConfig, s3: Any, manifest: mf.Manifest, sel: Selection, defaults: str) -> None:
-        self.cfg, self.s3, self.manifest, self.sel = cfg, s3, manifest, sel
+    def __init__(
+        self, cfg: AgentConfig, store: ObjectStore, manifest: mf.Manifest, sel: Selection, defaults: str
+    ) -> None:
+        self.cfg, self.store, self.manifest, self.sel = cfg, store, manifest, sel
         self.argv = mysql_command(binary=client_binary("mariadb", "mysql"), defaults_file=defaults, db=cfg.db)
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.lock = threading.Lock()
@@ -550,7 +587,7 @@ class _Applier:
             # Each of the `parallelism` streams holds one read and its decompressed output at a time.
             # 256 KiB reads took the pod peak from 131 to 113-116 MiB but both measured restores with
             # them were slower (noisy shared machine); 1 MiB gave the best measured speed-ups.
-            source = storage.iter_object(self.s3, self.cfg.storage.bucket, o.key, chunk=APPLY_CHUNK)
+            source = self.store.iter(o.key, chunk=APPLY_CHUNK)
             applied = _feed_sql(proc.stdin, decompress(source, self.manifest.compression), filt)
         except BrokenPipeError:
             pass  # mysql died while reading the prefix; its exit code and stderr tell why
@@ -576,7 +613,7 @@ class _Applier:
 
 
 def restore_per_table(
-    cfg: AgentConfig, s3: Any, manifest: mf.Manifest, *, started: dt.datetime, t0: float
+    cfg: AgentConfig, store: ObjectStore, manifest: mf.Manifest, *, started: dt.datetime, t0: float
 ) -> dict[str, Any]:
     """Prologue, then the tables over `parallelism` concurrent mysql clients, then the epilogue.
 
@@ -588,11 +625,11 @@ def restore_per_table(
     sel = _selection(cfg, manifest)
     chosen = [o for o in manifest.objects if sel.wants(o)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="verify") as pool:
-        list(pool.map(lambda o: _verify_key(s3, cfg.storage.bucket, o), manifest.objects))
+        list(pool.map(lambda o: _verify_key(store, o), manifest.objects))
     t_verified = time.monotonic()
     connect(cfg).close()  # fail fast on credentials before streaming anything
     defaults = write_defaults_file(cfg.db, os.environ.get("TMPDIR", "/tmp"))
-    applier = _Applier(cfg, s3, manifest, sel, defaults)
+    applier = _Applier(cfg, store, manifest, sel, defaults)
     applied = 0
     try:
         prologue = [o for o in chosen if o.kind == mf.ObjectKind.PROLOGUE]
@@ -650,6 +687,19 @@ def restore_per_table(
     ).to_dict()
 
 
+def restore_to_point(cfg: AgentConfig) -> dict[str, Any]:
+    """A restore, followed by a binlog replay when the Restore has a point-in-time target. Every
+    segment is downloaded and checked before the dump touches the database."""
+    plan = cfg.restore.get("pointInTime")
+    if not plan:
+        return restore(cfg)
+    prepared = binlog.prepare(cfg, storage.client(cfg.storage), plan)
+    result = restore(cfg)
+    replayed = binlog.replay(cfg, prepared, database=plan.get("database"))
+    LOG.info("replayed %s transactions up to %s", replayed["replayedTransactions"], replayed["lastGtid"])
+    return {**result, **replayed, "completedAt": iso(now())}
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -664,20 +714,29 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     if not args or args[0] in ("-h", "--help"):
-        print("usage: mysql-backup-agent {backup|restore|version}", file=sys.stderr)
+        print("usage: mysql-backup-agent {backup|restore|archive|version}", file=sys.stderr)
         return 2
     if args[0] in ("version", "--version"):
         print(f"mysql-backup-agent {__version__}")
+        return 0
+    if args[0] == "archive":
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        cfg = load()
+        LOG.info("binlog archiver starting (agent %s) for %s:%d", __version__, cfg.db.host, cfg.db.port)
+        with contextlib.suppress(Terminated):
+            binlog.archive(cfg, connect=lambda: connect(cfg), s3=storage.client(cfg.storage))
         return 0
     if args[0] not in ("backup", "restore"):
         print(f"unknown command {args[0]!r}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if args[0] == "restore":
+        tune_malloc()  # not for backups: see agent/memory.py
     cfg = load()
     op = args[0]
     LOG.info("%s starting (agent %s) for %s:%d", op, __version__, cfg.db.host, cfg.db.port)
     try:
-        result = backup(cfg) if op == "backup" else restore(cfg)
+        result = backup(cfg) if op == "backup" else restore_to_point(cfg)
     except AgentError as e:
         msg = errors.scrub(e.message, cfg.secrets)
         LOG.error("%s failed: %s: %s", op, e.reason, msg)
