@@ -26,16 +26,18 @@ from .api import (
 )
 from .api.backup import WHOLE, BackupScope, Trigger
 from .api.policy import PolicySpec
+from .backends import CA_MOUNT, Target
 from .contract.config import LAYOUT_PER_TABLE
 
 AGENT_CONTAINER = "agent"
 AGENT_UID = 65532
 # Exit codes the agent uses: 2 means "retrying cannot help" and fails the Job at once.
 EXIT_PERMANENT = 2
-CA_MOUNT = "/etc/mysql-backup/ca"
 # Scratch space (the 0600 option file) on a small emptyDir, since the root filesystem is read-only.
 # Deliberately not /tmp: nothing is gained by hiding whatever the image keeps there.
 SCRATCH = "/var/lib/mysql-backup-agent"
+# Binlog files (archiver, point-in-time replay): a disk-backed emptyDir, named to the agent by MBO_WORKDIR.
+WORKDIR = "/var/lib/mysql-backup-binlogs"
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,6 @@ class Owner:
 
 def agent_connection_config(policy: PolicySpec) -> dict[str, Any]:
     db = policy.database
-    s3 = policy.s3
     return {
         "database": {
             "host": db.host,
@@ -59,39 +60,24 @@ def agent_connection_config(policy: PolicySpec) -> dict[str, Any]:
                 "caFile": f"{CA_MOUNT}/db/{db.tls_ca.key}" if db.tls_ca else None,
             },
         },
-        "storage": {
-            "bucket": s3.bucket,
-            "endpoint": s3.endpoint,
-            "region": s3.region,
-            "forcePathStyle": s3.force_path_style,
-            "caFile": f"{CA_MOUNT}/s3/{s3.ca_bundle.key}" if s3.ca_bundle else None,
-        },
+        "storage": Target.of(policy).agent_config(),
     }
 
 
 def _secret_env(policy: PolicySpec) -> list[dict[str, Any]]:
-    s3 = policy.s3
+    def ref(name: str, key: str) -> dict[str, Any]:
+        return {"valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
 
-    def ref(name: str, key: str, optional: bool = False) -> dict[str, Any]:
-        r: dict[str, Any] = {"name": name, "key": key}
-        if optional:
-            r["optional"] = True
-        return {"valueFrom": {"secretKeyRef": r}}
-
-    env = [
+    return [
         {"name": "MBO_DB_PASSWORD", **ref(policy.database.password.name, policy.database.password.key)},
-        {"name": "AWS_ACCESS_KEY_ID", **ref(s3.credentials_secret, s3.access_key_id_key)},
-        {"name": "AWS_SECRET_ACCESS_KEY", **ref(s3.credentials_secret, s3.secret_access_key_key)},
+        *({"name": e.env, **ref(e.secret, e.key)} for e in Target.of(policy).secret_env),
     ]
-    if s3.session_token_key:
-        env.append({"name": "AWS_SESSION_TOKEN", **ref(s3.credentials_secret, s3.session_token_key)})
-    return env
 
 
 def _ca_volumes(policy: PolicySpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     vols: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH}]
-    for label, ref in (("db", policy.database.tls_ca), ("s3", policy.s3.ca_bundle)):
+    for label, ref in (("db", policy.database.tls_ca), ("s3", Target.of(policy).ca)):
         if ref is None:
             continue
         vols.append({"name": f"ca-{label}", "secret": {"secretName": ref.name, "defaultMode": 0o444}})
@@ -99,18 +85,24 @@ def _ca_volumes(policy: PolicySpec) -> tuple[list[dict[str, Any]], list[dict[str
     return vols, mounts
 
 
-def render_job(
+def agent_pod_spec(
     *,
-    name: str,
-    namespace: str,
-    owner: Owner,
     policy: PolicySpec,
     operation: str,
     agent_config: Mapping[str, Any],
-    labels: Mapping[str, str],
+    restart_policy: str = "Never",
+    work_volume: str | None = None,
 ) -> dict[str, Any]:
+    """The agent's pod spec (restricted, no API token, secrets from Secrets only), shared by the
+    backup and restore Jobs and the binlog archiver's Deployment. `work_volume` mounts a disk-backed
+    emptyDir at WORKDIR for binlog files (the scratch emptyDir is small and in memory)."""
     jt = policy.job
     vols, mounts = _ca_volumes(policy)
+    extra_env = []
+    if work_volume:
+        vols.append({"name": work_volume, "emptyDir": {}})
+        mounts.append({"name": work_volume, "mountPath": WORKDIR})
+        extra_env.append({"name": "MBO_WORKDIR", "value": WORKDIR})
     container: dict[str, Any] = {
         "name": AGENT_CONTAINER,
         "image": jt.image,
@@ -121,6 +113,7 @@ def render_job(
             # Upload and compression threads would each get a glibc malloc arena; with large part
             # buffers that fragments into RSS that grows with the dump. Two arenas keep it flat.
             {"name": "MALLOC_ARENA_MAX", "value": "2"},
+            *extra_env,
             *_secret_env(policy),
         ],
         "volumeMounts": mounts,
@@ -140,9 +133,8 @@ def render_job(
         container["imagePullPolicy"] = jt.image_pull_policy
     if jt.resources:
         container["resources"] = dict(jt.resources)
-    all_labels = {LABEL_MANAGED_BY: MANAGED_BY, **labels}
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
+        "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {
@@ -159,6 +151,23 @@ def render_job(
         pod_spec["nodeSelector"] = dict(jt.node_selector)
     if jt.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in jt.tolerations]
+    return pod_spec
+
+
+def render_job(
+    *,
+    name: str,
+    namespace: str,
+    owner: Owner,
+    policy: PolicySpec,
+    operation: str,
+    agent_config: Mapping[str, Any],
+    labels: Mapping[str, str],
+    work_volume: str | None = None,
+) -> dict[str, Any]:
+    jt = policy.job
+    all_labels = {LABEL_MANAGED_BY: MANAGED_BY, **labels}
+    pod_spec = agent_pod_spec(policy=policy, operation=operation, agent_config=agent_config, work_volume=work_volume)
     spec: dict[str, Any] = {
         "backoffLimit": jt.backoff_limit,
         "activeDeadlineSeconds": jt.active_deadline_seconds,
@@ -208,7 +217,7 @@ def render_backup_job(
     scope: BackupScope = WHOLE,
 ) -> dict[str, Any]:
     directory = naming.storage_dir(
-        prefix=policy.s3.prefix, namespace=namespace, policy=policy.name, backup=backup_name, uid=backup_uid
+        prefix=Target.of(policy).prefix, namespace=namespace, policy=policy.name, backup=backup_name, uid=backup_uid
     )
     cfg = agent_connection_config(policy)
     cfg["storage"]["dumpKey"] = naming.dump_key(directory, policy.compression)
@@ -255,6 +264,7 @@ def render_restore_job(
     db_key: str,
     tables: Sequence[str] = (),
     parallelism: int | None = None,
+    point_in_time: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     bucket, key = naming.parse_s3_url(location)
     _, mkey = naming.parse_s3_url(manifest_location)
@@ -272,6 +282,8 @@ def render_restore_job(
         "tables": list(tables),
         "parallelism": parallelism,
     }
+    if point_in_time:
+        cfg["restore"]["pointInTime"] = dict(point_in_time)
     return render_job(
         name=naming.restore_job_name(restore_name),
         namespace=namespace,
@@ -284,6 +296,7 @@ def render_restore_job(
             LABEL_POLICY: naming.bounded(policy.name),
             LABEL_DB_KEY: db_key,
         },
+        work_volume="replay" if point_in_time else None,
     )
 
 

@@ -30,6 +30,8 @@ from ..api.policy import PolicySpec
 from ..api.restore import RestorePhase, RestoreSpec, RestoreStatus, parse_restore, restore_plan, safety_scope
 from ..api.schema import from_wire
 from .operation import OperationController, Step, phase_of, utcnow
+from .pitr import job_config as pitr_job_config
+from .pitr import resolve_point_in_time
 
 
 class RestoreController(OperationController):
@@ -55,6 +57,11 @@ class RestoreController(OperationController):
             return
         step, spec = begun
         pending = step.phase == RestorePhase.PENDING
+        if spec.point_in_time:
+            spec, plan_patch, refusal = resolve_point_in_time(self.ctx, obj, spec)
+            if refusal:
+                return self._fail(obj, Reason.TARGET_NOT_RECOVERABLE, refusal, release=None)
+            self._set(obj, plan_patch)
         backup = self.kube.get_backup(step.namespace, spec.backup)
         if backup is None:
             held = None if pending else (obj["metadata"].get("labels") or {}).get(LABEL_DB_KEY)
@@ -160,6 +167,7 @@ class RestoreController(OperationController):
             db_key=db_key,
             tables=spec.tables,
             parallelism=spec.parallelism,
+            point_in_time=pitr_job_config(obj["status"], policy),
         )
         created = self.kube.create_job(rendered)
         job_name = rendered["metadata"]["name"]
