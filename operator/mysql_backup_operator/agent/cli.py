@@ -33,6 +33,7 @@ from ..contract import manifest as mf
 from ..contract import result as res
 from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
 from ..contract.keys import directory_of
+from ..contract.store import SCHEMES, ObjectStore, is_sdk_error
 from . import binlog, errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
@@ -211,7 +212,7 @@ class StderrTail:
 
 
 def _is_storage_error(e: BaseException) -> bool:
-    return type(e).__module__.startswith(("botocore", "boto3", "urllib3", "s3transfer"))
+    return is_sdk_error(e)
 
 
 def _kill(proc: subprocess.Popen[bytes] | None) -> None:
@@ -229,12 +230,12 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     meta = collect_metadata(cfg)
     t_meta = time.monotonic()
-    s3 = storage.client(cfg.storage)
+    store = storage.open_store(cfg.storage)
     compression = cfg.compression
     tmpdir = os.environ.get("TMPDIR", "/tmp")
     defaults = write_defaults_file(cfg.db, tmpdir)
     proc: subprocess.Popen[bytes] | None = None
-    writer: storage.MultipartWriter | None = None
+    writer: storage.Upload | None = None
     split: SplitUpload | None = None
     per_table = cfg.backup.get("layout") == LAYOUT_PER_TABLE
     try:
@@ -256,15 +257,14 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         try:
             if per_table:
                 split = SplitUpload(
-                    s3=s3,
-                    bucket=cfg.storage.bucket,
+                    store=store,
                     directory=directory_of(cfg.storage.manifest_key),
                     kind=compression,
                     level=level,
                     metadata=metadata,
                 )
             else:
-                writer = storage.MultipartWriter(s3, cfg.storage.bucket, cfg.storage.dump_key, metadata=metadata)
+                writer = store.writer(cfg.storage.dump_key, metadata=metadata)
         except Exception as e:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
         dump_out: io.BufferedReader | io.BytesIO
@@ -357,29 +357,27 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         duration_seconds=round(time.monotonic() - t0, 2),
     )
     try:
-        s3.put_object(
-            Bucket=cfg.storage.bucket,
-            Key=cfg.storage.manifest_key,
-            Body=manifest.to_json(),
-            ContentType="application/json",
-        )
+        store.put(cfg.storage.manifest_key, manifest.to_json(), content_type="application/json")
     except Exception as e:
         # A dump without its manifest is not a backup: remove it so nothing looks complete.
         for o in objects:
             with contextlib.suppress(Exception):
-                s3.delete_object(Bucket=cfg.storage.bucket, Key=o.key)
+                store.delete(o.key)
         raise errors.from_s3(e, what="backup manifest", missing_means_not_found=False) from None
     return res.BackupResult(
-        bucket=cfg.storage.bucket, manifest_key=cfg.storage.manifest_key, manifest=manifest
+        bucket=cfg.storage.bucket,
+        manifest_key=cfg.storage.manifest_key,
+        manifest=manifest,
+        scheme=SCHEMES[store.backend],
     ).to_dict()
 
 
 # ----------------------------------------------------------------------------- restore
 
 
-def read_manifest(cfg: AgentConfig, s3: Any) -> mf.Manifest:
+def read_manifest(cfg: AgentConfig, store: ObjectStore) -> mf.Manifest:
     try:
-        body = s3.get_object(Bucket=cfg.storage.bucket, Key=cfg.storage.manifest_key)["Body"].read()
+        body = store.get(cfg.storage.manifest_key)
     except Exception as e:
         raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
     try:
@@ -388,13 +386,13 @@ def read_manifest(cfg: AgentConfig, s3: Any) -> mf.Manifest:
         raise AgentError(Reason.CHECKSUM_MISMATCH, str(e), permanent=True) from None
 
 
-def verify_object(cfg: AgentConfig, s3: Any, expected: str) -> tuple[int, bytes]:
+def verify_object(cfg: AgentConfig, store: ObjectStore, expected: str) -> tuple[int, bytes]:
     """Reads the whole stored object once and checks its sha256 before anything touches the database."""
     sha = hashlib.sha256()
     size = 0
     head = b""
     try:
-        for chunk in storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key):
+        for chunk in store.iter(cfg.storage.dump_key):
             if len(head) < 16:
                 head += chunk[:16]
             sha.update(chunk)
@@ -432,8 +430,8 @@ def _feed_sql(stdin: IO[bytes], chunks: Iterable[bytes], filt: DatabaseFilter | 
 def restore(cfg: AgentConfig) -> dict[str, Any]:
     started = now()
     t0 = time.monotonic()
-    s3 = storage.client(cfg.storage)
-    manifest = read_manifest(cfg, s3)
+    store = storage.open_store(cfg.storage)
+    manifest = read_manifest(cfg, store)
     expected = str(cfg.restore.get("expectedSha256") or manifest.sha256)
     if manifest.sha256 != expected:
         raise AgentError(
@@ -442,14 +440,14 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
             permanent=True,
         )
     if len(manifest.objects) > 1 or manifest.primary.kind != mf.ObjectKind.DUMP:
-        return restore_per_table(cfg, s3, manifest, started=started, t0=t0)
+        return restore_per_table(cfg, store, manifest, started=started, t0=t0)
     if cfg.restore.get("tables"):
         raise AgentError(
             Reason.RESTORE_FAILED,
             "spec.tables needs a backup taken with layout perTable; this one is a single object",
             permanent=True,
         )
-    size, head = verify_object(cfg, s3, expected)
+    size, head = verify_object(cfg, store, expected)
     declared = manifest.compression
     detected = detect_compression(head)
     if declared != Compression.NONE and detected != declared:
@@ -473,9 +471,7 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
         assert proc.stdin is not None and proc.stderr is not None
         err = StderrTail(proc.stderr)
         try:
-            stream: Iterator[bytes] = decompress(
-                storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key), declared
-            )
+            stream: Iterator[bytes] = decompress(store.iter(cfg.storage.dump_key), declared)
             applied = _feed_sql(proc.stdin, stream, filt)
         except AgentError:
             raise
@@ -511,11 +507,11 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- per-table restore
 
 
-def _verify_key(s3: Any, bucket: str, o: mf.ManifestObject) -> None:
+def _verify_key(store: ObjectStore, o: mf.ManifestObject) -> None:
     sha = hashlib.sha256()
     size = 0
     try:
-        for chunk in storage.iter_object(s3, bucket, o.key):
+        for chunk in store.iter(o.key):
             sha.update(chunk)
             size += len(chunk)
     except Exception as e:
@@ -566,8 +562,10 @@ def _selection(cfg: AgentConfig, manifest: mf.Manifest) -> Selection:
 class _Applier:
     """Streams stored objects into `mysql` clients, one client per object, and can stop them all."""
 
-    def __init__(self, cfg: AgentConfig, s3: Any, manifest: mf.Manifest, sel: Selection, defaults: str) -> None:
-        self.cfg, self.s3, self.manifest, self.sel = cfg, s3, manifest, sel
+    def __init__(
+        self, cfg: AgentConfig, store: ObjectStore, manifest: mf.Manifest, sel: Selection, defaults: str
+    ) -> None:
+        self.cfg, self.store, self.manifest, self.sel = cfg, store, manifest, sel
         self.argv = mysql_command(binary=client_binary("mariadb", "mysql"), defaults_file=defaults, db=cfg.db)
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.lock = threading.Lock()
@@ -589,7 +587,7 @@ class _Applier:
             # Each of the `parallelism` streams holds one read and its decompressed output at a time.
             # 256 KiB reads took the pod peak from 131 to 113-116 MiB but both measured restores with
             # them were slower (noisy shared machine); 1 MiB gave the best measured speed-ups.
-            source = storage.iter_object(self.s3, self.cfg.storage.bucket, o.key, chunk=APPLY_CHUNK)
+            source = self.store.iter(o.key, chunk=APPLY_CHUNK)
             applied = _feed_sql(proc.stdin, decompress(source, self.manifest.compression), filt)
         except BrokenPipeError:
             pass  # mysql died while reading the prefix; its exit code and stderr tell why
@@ -615,7 +613,7 @@ class _Applier:
 
 
 def restore_per_table(
-    cfg: AgentConfig, s3: Any, manifest: mf.Manifest, *, started: dt.datetime, t0: float
+    cfg: AgentConfig, store: ObjectStore, manifest: mf.Manifest, *, started: dt.datetime, t0: float
 ) -> dict[str, Any]:
     """Prologue, then the tables over `parallelism` concurrent mysql clients, then the epilogue.
 
@@ -627,11 +625,11 @@ def restore_per_table(
     sel = _selection(cfg, manifest)
     chosen = [o for o in manifest.objects if sel.wants(o)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="verify") as pool:
-        list(pool.map(lambda o: _verify_key(s3, cfg.storage.bucket, o), manifest.objects))
+        list(pool.map(lambda o: _verify_key(store, o), manifest.objects))
     t_verified = time.monotonic()
     connect(cfg).close()  # fail fast on credentials before streaming anything
     defaults = write_defaults_file(cfg.db, os.environ.get("TMPDIR", "/tmp"))
-    applier = _Applier(cfg, s3, manifest, sel, defaults)
+    applier = _Applier(cfg, store, manifest, sel, defaults)
     applied = 0
     try:
         prologue = [o for o in chosen if o.kind == mf.ObjectKind.PROLOGUE]

@@ -11,8 +11,9 @@ others do; every pipe is bounded, so memory does not grow with the dump.
 The stages, in order: read (`chunks`: 256 KiB reads into one reused buffer) -> split (perTable
 only, `agent.split`, views, no copies) -> compress (zstd process, or in-process) -> stored-side
 stages (`CompressedObject._stored`: hash + count, then upload; an encryption stage goes first
-there) -> `storage.MultipartWriter` (parts upload on their own threads; a finished table's
-completion runs in the background while the next table streams).
+there) -> the store's `Upload` (contract/store.py: S3 multipart parts, Azure staged blocks or GCS
+resumable chunks, uploading on their own threads; a finished table's completion runs in the
+background while the next table streams).
 
 Without a `zstd` binary (or for gzip/none) the in-process compressor is used, as before.
 """
@@ -29,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol, cast
+from typing import IO, Protocol, cast
 
 from ..api import Compression, Reason
 from ..contract.keys import part_key
@@ -37,7 +38,7 @@ from ..contract.manifest import ManifestObject, ObjectKind
 from .errors import AgentError
 from .split import Dest, DumpSplitter, Piece, Unit
 from .sqlstream import Buffer, compressor
-from .storage import MultipartWriter
+from .storage import ObjectStore
 
 READ_CHUNK = 1024 * 1024
 HEADER_SCAN = 256 * 1024
@@ -211,8 +212,7 @@ class CompressedObject:
     def __init__(
         self,
         *,
-        s3: Any,
-        bucket: str,
+        store: ObjectStore,
         key: str,
         kind: Compression,
         level: int | None,
@@ -220,8 +220,8 @@ class CompressedObject:
         small: bool = False,
     ) -> None:
         """`small`: schema-only objects, compressed in-process and single-threaded (no zstd process)."""
-        self.s3, self.bucket, self.key = s3, bucket, key
-        self.writer = MultipartWriter(s3, bucket, key, metadata=metadata)
+        self.store, self.key = store, key
+        self.writer = store.writer(key, metadata=metadata)
         self.stats = StreamStats()
         self.finished = False
         argv = zstd_command(level) if kind == Compression.ZSTD and not small else None
@@ -310,7 +310,7 @@ class CompressedObject:
         # Always, not only when finish() returned: SIGTERM can land after S3 completed the upload
         # but before we recorded it (seen in the killed-agent test). Deleting a missing key is a no-op.
         with contextlib.suppress(Exception):
-            self.s3.delete_object(Bucket=self.bucket, Key=self.key)
+            self.store.delete(self.key)
 
 
 class SplitUpload:
@@ -323,9 +323,9 @@ class SplitUpload:
     """
 
     def __init__(
-        self, *, s3: Any, bucket: str, directory: str, kind: Compression, level: int | None, metadata: dict[str, str]
+        self, *, store: ObjectStore, directory: str, kind: Compression, level: int | None, metadata: dict[str, str]
     ) -> None:
-        self.s3, self.bucket, self.directory = s3, bucket, directory
+        self.store, self.directory = store, directory
         self.kind, self.level, self.metadata = kind, level, metadata
         self.splitter = DumpSplitter()
         self.raw = StreamStats()
@@ -342,8 +342,7 @@ class SplitUpload:
 
     def _open(self, key: str, *, small: bool = False) -> CompressedObject:
         return CompressedObject(
-            s3=self.s3,
-            bucket=self.bucket,
+            store=self.store,
             key=key,
             kind=self.kind,
             level=self.level,

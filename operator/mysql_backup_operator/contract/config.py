@@ -6,6 +6,7 @@ must never hold a secret; passwords and keys arrive through secretKeyRef env var
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -20,6 +21,10 @@ ENV_DB_PASSWORD = "MBO_DB_PASSWORD"
 ENV_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
 ENV_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
 ENV_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+ENV_AZURE_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+ENV_AZURE_ACCOUNT_KEY = "AZURE_STORAGE_KEY"
+ENV_AZURE_SAS_TOKEN = "AZURE_STORAGE_SAS_TOKEN"
+ENV_GCS_CREDENTIALS = "MBO_GCS_SERVICE_ACCOUNT_JSON"
 
 # backup.layout: one object for the whole dump (the default), or one per table plus a prologue
 # and an epilogue (restorable in parallel, and table by table).
@@ -51,6 +56,44 @@ class StorageConfig:
     access_key_id: str | None = field(repr=False)
     secret_access_key: str | None = field(repr=False)
     session_token: str | None = field(repr=False)
+    # Which backend, and the settings only Azure Blob or GCS have (contract.store.Backend).
+    backend: str = "s3"
+    azure_account_name: str | None = None
+    azure_connection_string: str | None = field(default=None, repr=False)
+    azure_account_key: str | None = field(default=None, repr=False)
+    azure_sas_token: str | None = field(default=None, repr=False)
+    gcs_project: str | None = None
+    gcs_credentials_json: str | None = field(default=None, repr=False)
+
+    @property
+    def secrets(self) -> list[str | None]:
+        return [
+            self.secret_access_key,
+            self.session_token,
+            self.azure_connection_string,
+            self.azure_account_key,
+            self.azure_sas_token,
+            self.gcs_credentials_json,
+            *_secret_parts(self.azure_connection_string, self.azure_sas_token, self.gcs_credentials_json),
+        ]
+
+
+def _secret_parts(*values: str | None) -> list[str]:
+    """The pieces of composite secrets that an error text could show on their own: a connection
+    string's AccountKey and SharedAccessSignature, a SAS token's signature, a key file's private key."""
+    out: list[str] = []
+    for v in values:
+        if not v:
+            continue
+        if v.lstrip().startswith("{"):
+            with contextlib.suppress(ValueError, AttributeError):
+                out += [str(json.loads(v).get(k) or "") for k in ("private_key", "private_key_id")]
+            continue
+        for item in v.replace("&", ";").lstrip("?").split(";"):
+            name, _, value = item.partition("=")
+            if name.strip() in ("AccountKey", "SharedAccessSignature", "sig"):
+                out.append(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -63,7 +106,7 @@ class AgentConfig:
 
     @property
     def secrets(self) -> list[str | None]:
-        return [self.db.password, self.storage.secret_access_key, self.storage.session_token]
+        return [self.db.password, *self.storage.secrets]
 
     @property
     def compression(self) -> Compression:
@@ -96,6 +139,13 @@ def load(environ: Mapping[str, str] | None = None) -> AgentConfig:
             access_key_id=env.get(ENV_ACCESS_KEY_ID),
             secret_access_key=env.get(ENV_SECRET_ACCESS_KEY),
             session_token=env.get(ENV_SESSION_TOKEN) or None,
+            backend=str(s.get("backend") or "s3"),
+            azure_account_name=s.get("accountName"),
+            azure_connection_string=env.get(ENV_AZURE_CONNECTION_STRING) or None,
+            azure_account_key=env.get(ENV_AZURE_ACCOUNT_KEY) or None,
+            azure_sas_token=env.get(ENV_AZURE_SAS_TOKEN) or None,
+            gcs_project=s.get("project"),
+            gcs_credentials_json=env.get(ENV_GCS_CREDENTIALS) or None,
         ),
         backup=raw.get("backup") or {},
         restore=raw.get("restore") or {},
