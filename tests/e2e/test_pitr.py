@@ -247,7 +247,8 @@ def test_purged_binlogs_become_a_gap_and_a_restore_into_it_is_refused(env: Env) 
 
     pol = eventually(gap_shown, timeout=120, interval=1, what="BinlogGap condition")
     st = pol["status"]["pointInTimeRecovery"]
-    assert st["gaps"][0]["reason"] == "BinlogsPurged"
+    # The archive may also show older gaps of the shared server's history (an earlier server id change).
+    assert "BinlogsPurged" in [g["reason"] for g in st["gaps"]]
     assert any(w.get("endsAtGap") == "BinlogsPurged" for w in st["windows"]), st
     eventually(
         lambda: any(e.type == "Warning" and e.reason == "BinlogGap" for e in env.events("pol")),
@@ -325,7 +326,7 @@ def test_a_server_id_change_is_a_gap_that_ends_the_window(env: Env) -> None:
     env.backup("full")
     assert env.wait_phase("backups", "full", ("Completed", "Failed"))["status"]["phase"] == "Completed"
     env.sql("INSERT INTO ticks (payload) VALUES ('before')")
-    _archived_until(env, _utcnow())
+    gaps_before = {(g["after"], g["before"]) for g in _archived_until(env, _utcnow()).get("gaps") or []}
     root = db_connect(env.stack)
     try:
         with root.cursor() as cur:
@@ -346,8 +347,10 @@ def test_a_server_id_change_is_a_gap_that_ends_the_window(env: Env) -> None:
             cur.execute("FLUSH BINARY LOGS")
         root.close()
     st = pol["status"]["pointInTimeRecovery"]
-    assert [g["reason"] for g in st["gaps"]] == ["ServerChanged"]
-    assert "from 1 to 2" in st["gaps"][0]["message"]
+    # Exactly one new gap for this change (the file open during it still belongs to the old id);
+    # the shared server's older history may hold others, recorded before the change.
+    new = [g for g in st["gaps"] if (g["after"], g["before"]) not in gaps_before]
+    assert [g["reason"] for g in new] == ["ServerChanged"] and "from 1 to 2" in new[0]["message"], new
     (window,) = [w for w in st["windows"] if "full" in w["fullBackups"]]
     assert window["endsAtGap"] == "ServerChanged"
     eventually(
