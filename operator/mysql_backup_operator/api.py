@@ -86,6 +86,9 @@ class Reason(StrEnum):
     DUMP_FAILED = "DumpFailed"
     RESTORE_FAILED = "RestoreFailed"
     INTERRUPTED = "Interrupted"
+    ENCRYPTION_KEY_MISSING = "EncryptionKeyMissing"
+    ENCRYPTION_KEY_INVALID = "EncryptionKeyInvalid"
+    DECRYPTION_FAILED = "DecryptionFailed"
     # Decided by the operator.
     POLICY_NOT_FOUND = "PolicyNotFound"
     INVALID_SPEC = "InvalidSpec"

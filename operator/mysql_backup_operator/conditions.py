@@ -115,6 +115,7 @@ def backup_running(current: Mapping[str, Any], *, job_name: str, generation: int
 
 RESULT_FIELDS = (
     "location",
+    "encryption",
     "manifestLocation",
     "sizeBytes",
     "storedBytes",

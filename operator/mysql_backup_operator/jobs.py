@@ -25,7 +25,9 @@ from .api import (
     MANAGED_BY,
     Trigger,
 )
-from .models import PolicySpec
+from .contract.config import ENCRYPTION_FORMAT, ENV_ENCRYPTION_KEY, ENV_SSE_CUSTOMER_KEY
+from .contract.keys import ENCRYPTED_SUFFIX
+from .models import PolicySpec, SecretKeyRef
 
 AGENT_CONTAINER = "agent"
 AGENT_UID = 65532
@@ -64,8 +66,26 @@ def agent_connection_config(policy: PolicySpec) -> dict[str, Any]:
             "region": s3.region,
             "forcePathStyle": s3.force_path_style,
             "caFile": f"{CA_MOUNT}/s3/{s3.ca_bundle.key}" if s3.ca_bundle else None,
+            **({"serverSideEncryption": _sse_config(policy)} if s3.sse_mode else {}),
         },
     }
+
+
+def _sse_config(policy: PolicySpec) -> dict[str, Any]:
+    """The non-secret part of S3 server-side encryption; an SSE-C key arrives as its own env var."""
+    return {"mode": policy.s3.sse_mode, "kmsKeyId": policy.s3.sse_kms_key_id}
+
+
+def extra_secret_refs(policy: PolicySpec) -> list[tuple[str, SecretKeyRef]]:
+    """(env var, Secret key) pairs beyond the database and S3 credentials: the client-side
+    encryption key and the SSE-C customer key. One list for the Job's env and the operator's
+    pre-flight Secret check, so the two cannot drift apart."""
+    refs: list[tuple[str, SecretKeyRef]] = []
+    if policy.encryption_key:
+        refs.append((ENV_ENCRYPTION_KEY, policy.encryption_key))
+    if policy.s3.sse_customer_key:
+        refs.append((ENV_SSE_CUSTOMER_KEY, policy.s3.sse_customer_key))
+    return refs
 
 
 def _secret_env(policy: PolicySpec) -> list[dict[str, Any]]:
@@ -84,6 +104,7 @@ def _secret_env(policy: PolicySpec) -> list[dict[str, Any]]:
     ]
     if s3.session_token_key:
         env.append({"name": "AWS_SESSION_TOKEN", **ref(s3.credentials_secret, s3.session_token_key)})
+    env += [{"name": var, **ref(r.name, r.key)} for var, r in extra_secret_refs(policy)]
     return env
 
 
@@ -203,7 +224,8 @@ def render_backup_job(
         prefix=policy.s3.prefix, namespace=namespace, policy=policy.name, backup=backup_name, uid=backup_uid
     )
     cfg = agent_connection_config(policy)
-    cfg["storage"]["dumpKey"] = naming.dump_key(directory, policy.compression)
+    suffix = ENCRYPTED_SUFFIX if policy.encryption_key else ""
+    cfg["storage"]["dumpKey"] = naming.dump_key(directory, policy.compression) + suffix
     cfg["storage"]["manifestKey"] = naming.manifest_key(directory)
     cfg["backup"] = {
         "name": backup_name,
@@ -215,6 +237,7 @@ def render_backup_job(
         "compressionLevel": policy.compression_level,
         "extraDumpArgs": list(policy.extra_dump_args),
         "layout": policy.layout,
+        **({"encryption": ENCRYPTION_FORMAT} if policy.encryption_key else {}),
     }
     return render_job(
         name=naming.backup_job_name(backup_name),

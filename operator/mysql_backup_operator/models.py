@@ -86,6 +86,10 @@ class S3Spec:
     secret_access_key_key: str
     session_token_key: str | None
     ca_bundle: SecretKeyRef | None
+    # storage.s3.serverSideEncryption: "SSE-S3" | "SSE-KMS" | "SSE-C", passed through to S3.
+    sse_mode: str | None = None
+    sse_kms_key_id: str | None = None
+    sse_customer_key: SecretKeyRef | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class PolicySpec:
     extra_dump_args: tuple[str, ...]
     job: JobTemplate
     layout: str = "single"  # contract.config.LAYOUT_*: one object, or one per table
+    # backup.encryption.keySecretRef: the age identity file that encrypts (first key) and decrypts.
+    encryption_key: SecretKeyRef | None = None
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -153,6 +159,7 @@ def parse_policy(
         secret_access_key_key=str(creds.get("secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY")),
         session_token_key=creds.get("sessionTokenKey") or None,
         ca_bundle=SecretKeyRef(ca["name"], ca.get("key", "ca.crt")) if ca else None,
+        **_sse(s3raw.get("serverSideEncryption")),
     )
     b = spec.get("backup") or {}
     try:
@@ -186,8 +193,41 @@ def parse_policy(
         extra_dump_args=extra,
         job=job,
         layout=str(b.get("layout") or "single"),
+        encryption_key=_encryption_key(b.get("encryption")),
         raw=spec,
     )
+
+
+SSE_MODES = ("SSE-S3", "SSE-KMS", "SSE-C")
+
+
+def _sse(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """storage.s3.serverSideEncryption, with the same consistency rules as the CRD's CEL."""
+    if not raw:
+        return {}
+    mode = raw.get("mode")
+    if mode not in SSE_MODES:
+        raise SpecError(f"spec.storage.s3.serverSideEncryption.mode must be one of {', '.join(SSE_MODES)}")
+    kms = raw.get("kmsKeyId") or None
+    ref = raw.get("customerKeySecretRef")
+    if kms and mode != "SSE-KMS":
+        raise SpecError("spec.storage.s3.serverSideEncryption.kmsKeyId is only allowed with mode SSE-KMS")
+    if (mode == "SSE-C") != bool(ref):
+        raise SpecError(
+            "spec.storage.s3.serverSideEncryption.customerKeySecretRef is required with mode SSE-C "
+            "and only allowed with it"
+        )
+    customer = (
+        SecretKeyRef(str(_req(ref, "name", "customerKeySecretRef")), str(ref.get("key", "sse-c.key"))) if ref else None
+    )
+    return {"sse_mode": mode, "sse_kms_key_id": kms, "sse_customer_key": customer}
+
+
+def _encryption_key(raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
+    if not raw:
+        return None
+    ref = _req(raw, "keySecretRef", "spec.backup.encryption")
+    return SecretKeyRef(str(_req(ref, "name", "spec.backup.encryption.keySecretRef")), str(ref.get("key", "age.key")))
 
 
 @dataclass(frozen=True)

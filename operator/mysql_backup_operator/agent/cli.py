@@ -32,7 +32,7 @@ from ..contract import manifest as mf
 from ..contract import result as res
 from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
 from ..contract.keys import directory_of
-from . import errors, storage
+from . import crypto, errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
 from .pipeline import SplitUpload, compress_stream, widen_pipe
@@ -193,9 +193,19 @@ def _kill(proc: subprocess.Popen[bytes] | None) -> None:
 # ----------------------------------------------------------------------------- backup
 
 
+def _sse(cfg: AgentConfig) -> storage.SseParams:
+    try:
+        return storage.sse_params(cfg.storage)
+    except ValueError as e:
+        raise AgentError(Reason.STORAGE_ACCESS_DENIED, str(e), permanent=True) from None
+
+
 def backup(cfg: AgentConfig) -> dict[str, Any]:
     started = now()
     t0 = time.monotonic()
+    # Key problems fail before the database is even asked anything.
+    recipient, encryption = crypto.recipient_for(cfg.encryption_key) if cfg.encrypted else (None, None)
+    sse = _sse(cfg)
     meta = collect_metadata(cfg)
     t_meta = time.monotonic()
     s3 = storage.client(cfg.storage)
@@ -230,9 +240,13 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                     kind=compression,
                     level=level,
                     metadata=metadata,
+                    recipient=recipient,
+                    sse=sse,
                 )
             else:
-                writer = storage.MultipartWriter(s3, cfg.storage.bucket, cfg.storage.dump_key, metadata=metadata)
+                writer = storage.MultipartWriter(
+                    s3, cfg.storage.bucket, cfg.storage.dump_key, metadata=metadata, sse=sse
+                )
         except Exception as e:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -245,7 +259,9 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                 stats = split.stream(proc.stdout)
             else:
                 assert writer is not None
-                stats = compress_stream(proc.stdout, kind=compression, level=level, sink=writer.write)
+                stats = compress_stream(
+                    proc.stdout, kind=compression, level=level, sink=writer.write, recipient=recipient
+                )
             code = proc.wait()
             if code != 0:
                 raise errors.from_tool_stderr(
@@ -316,6 +332,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         started_at=iso(started),
         completed_at=iso(completed),
         duration_seconds=round(time.monotonic() - t0, 2),
+        encryption=encryption,
     )
     try:
         s3.put_object(
@@ -323,6 +340,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             Key=cfg.storage.manifest_key,
             Body=manifest.to_json(),
             ContentType="application/json",
+            **sse.manifest,
         )
     except Exception as e:
         # A dump without its manifest is not a backup: remove it so nothing looks complete.
@@ -349,19 +367,46 @@ def read_manifest(cfg: AgentConfig, s3: Any) -> mf.Manifest:
         raise AgentError(Reason.CHECKSUM_MISMATCH, str(e), permanent=True) from None
 
 
-def verify_object(cfg: AgentConfig, s3: Any, expected: str) -> tuple[int, bytes]:
-    """Reads the whole stored object once and checks its sha256 before anything touches the database."""
-    sha = hashlib.sha256()
-    size = 0
-    head = b""
+class _Hashing:
+    """Passes stored chunks through while hashing and counting them (the verification pass)."""
+
+    def __init__(self, source: Iterable[bytes]) -> None:
+        self.source, self.sha, self.size, self.head = source, hashlib.sha256(), 0, b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.source:
+            if len(self.head) < 16:
+                self.head += chunk[: 16 - len(self.head)]
+            self.sha.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+
+def _read_verified(
+    s3: Any, bucket: str, key: str, *, identity: Any | None, sse: storage.SseParams | None
+) -> tuple[_Hashing, bytes]:
+    """Reads a whole stored object once: its sha256 and size and, when it is encrypted, an
+    authenticated decryption to nowhere (wrong key, tampering, truncation are caught here, before
+    anything touches the database). Returns the hash and the first plaintext bytes."""
+    hashing = _Hashing(storage.iter_object(s3, bucket, key, sse=sse))
     try:
-        for chunk in storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key):
-            if len(head) < 16:
-                head += chunk[:16]
-            sha.update(chunk)
-            size += len(chunk)
+        if identity is None:
+            for _ in hashing:
+                pass
+            return hashing, hashing.head
+        return hashing, crypto.verify(hashing, identity, what=key)
+    except AgentError:
+        raise
     except Exception as e:
         raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
+
+
+def verify_object(
+    cfg: AgentConfig, s3: Any, expected: str, *, identity: Any | None = None, sse: storage.SseParams | None = None
+) -> tuple[int, bytes]:
+    """Reads the whole stored object once and checks its sha256 before anything touches the database."""
+    hashing, head = _read_verified(s3, cfg.storage.bucket, cfg.storage.dump_key, identity=identity, sse=sse)
+    sha, size = hashing.sha, hashing.size
     if sha.hexdigest() != expected:
         raise AgentError(
             Reason.CHECKSUM_MISMATCH,
@@ -402,15 +447,18 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
             f"manifest sha256 {manifest.sha256} differs from the Backup's recorded {expected}",
             permanent=True,
         )
+    # A wrong or missing key fails here, before any object is read.
+    identity = crypto.identity_for(manifest.encryption, cfg.encryption_key)
+    sse = _sse(cfg)
     if len(manifest.objects) > 1 or manifest.primary.kind != mf.ObjectKind.DUMP:
-        return restore_per_table(cfg, s3, manifest, started=started, t0=t0)
+        return restore_per_table(cfg, s3, manifest, started=started, t0=t0, identity=identity, sse=sse)
     if cfg.restore.get("tables"):
         raise AgentError(
             Reason.RESTORE_FAILED,
             "spec.tables needs a backup taken with layout perTable; this one is a single object",
             permanent=True,
         )
-    size, head = verify_object(cfg, s3, expected)
+    size, head = verify_object(cfg, s3, expected, identity=identity, sse=sse)
     declared = manifest.compression
     detected = detect_compression(head)
     if declared != Compression.NONE and detected != declared:
@@ -434,8 +482,9 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
         assert proc.stdin is not None and proc.stderr is not None
         err = StderrTail(proc.stderr)
         try:
+            stored = storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key, sse=sse)
             stream: Iterator[bytes] = decompress(
-                storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key), declared
+                crypto.maybe_decrypt(stored, identity, what=cfg.storage.dump_key), declared
             )
             applied = _feed_sql(proc.stdin, stream, filt)
         except AgentError:
@@ -472,15 +521,11 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- per-table restore
 
 
-def _verify_key(s3: Any, bucket: str, o: mf.ManifestObject) -> None:
-    sha = hashlib.sha256()
-    size = 0
-    try:
-        for chunk in storage.iter_object(s3, bucket, o.key):
-            sha.update(chunk)
-            size += len(chunk)
-    except Exception as e:
-        raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
+def _verify_key(
+    s3: Any, bucket: str, o: mf.ManifestObject, *, identity: Any | None = None, sse: storage.SseParams | None = None
+) -> None:
+    hashing, _ = _read_verified(s3, bucket, o.key, identity=identity, sse=sse)
+    sha, size = hashing.sha, hashing.size
     if sha.hexdigest() != o.sha256 or (o.stored_bytes is not None and size != o.stored_bytes):
         raise AgentError(
             Reason.CHECKSUM_MISMATCH,
@@ -527,8 +572,19 @@ def _selection(cfg: AgentConfig, manifest: mf.Manifest) -> Selection:
 class _Applier:
     """Streams stored objects into `mysql` clients, one client per object, and can stop them all."""
 
-    def __init__(self, cfg: AgentConfig, s3: Any, manifest: mf.Manifest, sel: Selection, defaults: str) -> None:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        s3: Any,
+        manifest: mf.Manifest,
+        sel: Selection,
+        defaults: str,
+        *,
+        identity: Any | None = None,
+        sse: storage.SseParams | None = None,
+    ) -> None:
         self.cfg, self.s3, self.manifest, self.sel = cfg, s3, manifest, sel
+        self.identity, self.sse = identity, sse
         self.argv = mysql_command(binary=client_binary("mariadb", "mysql"), defaults_file=defaults, db=cfg.db)
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.lock = threading.Lock()
@@ -550,10 +606,14 @@ class _Applier:
             # Each of the `parallelism` streams holds one read and its decompressed output at a time.
             # 256 KiB reads took the pod peak from 131 to 113-116 MiB but both measured restores with
             # them were slower (noisy shared machine); 1 MiB gave the best measured speed-ups.
-            source = storage.iter_object(self.s3, self.cfg.storage.bucket, o.key, chunk=APPLY_CHUNK)
-            applied = _feed_sql(proc.stdin, decompress(source, self.manifest.compression), filt)
+            source = storage.iter_object(self.s3, self.cfg.storage.bucket, o.key, chunk=APPLY_CHUNK, sse=self.sse)
+            plain = crypto.maybe_decrypt(source, self.identity, what=o.key)
+            applied = _feed_sql(proc.stdin, decompress(plain, self.manifest.compression), filt)
         except BrokenPipeError:
             pass  # mysql died while reading the prefix; its exit code and stderr tell why
+        except AgentError:
+            _kill(proc)
+            raise
         except Exception as e:
             _kill(proc)
             if _is_storage_error(e):
@@ -576,7 +636,14 @@ class _Applier:
 
 
 def restore_per_table(
-    cfg: AgentConfig, s3: Any, manifest: mf.Manifest, *, started: dt.datetime, t0: float
+    cfg: AgentConfig,
+    s3: Any,
+    manifest: mf.Manifest,
+    *,
+    started: dt.datetime,
+    t0: float,
+    identity: Any | None = None,
+    sse: storage.SseParams | None = None,
 ) -> dict[str, Any]:
     """Prologue, then the tables over `parallelism` concurrent mysql clients, then the epilogue.
 
@@ -588,11 +655,11 @@ def restore_per_table(
     sel = _selection(cfg, manifest)
     chosen = [o for o in manifest.objects if sel.wants(o)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="verify") as pool:
-        list(pool.map(lambda o: _verify_key(s3, cfg.storage.bucket, o), manifest.objects))
+        list(pool.map(lambda o: _verify_key(s3, cfg.storage.bucket, o, identity=identity, sse=sse), manifest.objects))
     t_verified = time.monotonic()
     connect(cfg).close()  # fail fast on credentials before streaming anything
     defaults = write_defaults_file(cfg.db, os.environ.get("TMPDIR", "/tmp"))
-    applier = _Applier(cfg, s3, manifest, sel, defaults)
+    applier = _Applier(cfg, s3, manifest, sel, defaults, identity=identity, sse=sse)
     applied = 0
     try:
         prologue = [o for o in chosen if o.kind == mf.ObjectKind.PROLOGUE]

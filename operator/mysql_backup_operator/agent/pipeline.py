@@ -27,10 +27,11 @@ from typing import IO, Any, cast
 from ..api import Compression, Reason
 from ..contract.keys import part_key
 from ..contract.manifest import ManifestObject, ObjectKind
+from . import crypto
 from .errors import AgentError
 from .split import Dest, DumpSplitter, Piece, Unit
 from .sqlstream import compressor
-from .storage import MultipartWriter
+from .storage import MultipartWriter, SseParams
 
 READ_CHUNK = 1024 * 1024
 HEADER_SCAN = 256 * 1024
@@ -57,6 +58,15 @@ class StreamStats:
     def saw_stored(self, chunk: bytes) -> None:
         self.sha.update(chunk)
         self.stored_bytes += len(chunk)
+
+    def stored_sink(self, sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """`sink` preceded by hashing and counting: the stored bytes are what gets verified."""
+
+        def emit(chunk: bytes) -> None:
+            self.saw_stored(chunk)
+            sink(chunk)
+
+        return emit
 
     @property
     def sha256(self) -> str:
@@ -86,39 +96,49 @@ def zstd_command(level: int | None) -> list[str] | None:
 
 
 def compress_stream(
-    source: IO[bytes], *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
+    source: IO[bytes],
+    *,
+    kind: Compression,
+    level: int | None,
+    sink: Callable[[bytes], None],
+    recipient: Any | None = None,
 ) -> StreamStats:
-    """Reads `source` to EOF, compresses, hashes and passes every compressed byte to `sink`.
+    """Reads `source` to EOF, compresses, (encrypts to `recipient`,) hashes and passes every stored
+    byte to `sink`.
 
     Raises AgentError if the compressor fails; whatever `sink` raises propagates unchanged (the
     caller maps storage errors). The caller owns `source`'s process and kills it on failure.
     """
     argv = zstd_command(level) if kind == Compression.ZSTD else None
-    if argv is None:
-        return _in_process(source, kind=kind, level=level, sink=sink)
-    return _with_cli(source, argv=argv, sink=sink)
-
-
-def _in_process(
-    source: IO[bytes], *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
-) -> StreamStats:
     stats = StreamStats()
-    comp = compressor(kind, level)
-    while chunk := source.read(READ_CHUNK):
-        stats.saw_raw(chunk)
-        out = comp.compress(chunk)
-        if out:
-            stats.saw_stored(out)
-            sink(out)
-    out = comp.flush()
-    if out:
-        stats.saw_stored(out)
-        sink(out)
+    out = crypto.stage(recipient, stats.stored_sink(sink))
+    try:
+        if argv is None:
+            _in_process(source, kind=kind, level=level, stats=stats, out=out)
+        else:
+            _with_cli(source, argv=argv, stats=stats, out=out)
+        out.close()
+    except BaseException:
+        out.abort()
+        raise
     return stats
 
 
-def _with_cli(source: IO[bytes], *, argv: list[str], sink: Callable[[bytes], None]) -> StreamStats:
-    stats = StreamStats()
+def _in_process(
+    source: IO[bytes], *, kind: Compression, level: int | None, stats: StreamStats, out: crypto.Stage
+) -> None:
+    comp = compressor(kind, level)
+    while chunk := source.read(READ_CHUNK):
+        stats.saw_raw(chunk)
+        data = comp.compress(chunk)
+        if data:
+            out.write(data)
+    data = comp.flush()
+    if data:
+        out.write(data)
+
+
+def _with_cli(source: IO[bytes], *, argv: list[str], stats: StreamStats, out: crypto.Stage) -> None:
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     widen_pipe(proc.stdin)
@@ -142,9 +162,8 @@ def _with_cli(source: IO[bytes], *, argv: list[str], sink: Callable[[bytes], Non
     ok = False
     try:
         compressed = cast(io.BufferedReader, proc.stdout)  # read1: whatever is ready, up to 1 MiB
-        while out := compressed.read1(READ_CHUNK):
-            stats.saw_stored(out)
-            sink(out)
+        while data := compressed.read1(READ_CHUNK):
+            out.write(data)
         feeder.join()
         code = proc.wait()
         err = proc.stderr.read().decode(errors="replace").strip()[-500:]
@@ -156,7 +175,6 @@ def _with_cli(source: IO[bytes], *, argv: list[str], sink: Callable[[bytes], Non
         if code != 0:
             raise AgentError(Reason.DUMP_FAILED, f"zstd exited with code {code}: {err}", permanent=False)
         ok = True
-        return stats
     finally:
         if not ok and proc.poll() is None:
             proc.kill()
@@ -186,11 +204,15 @@ class CompressedObject:
         level: int | None,
         metadata: dict[str, str] | None = None,
         small: bool = False,
+        recipient: Any | None = None,
+        sse: SseParams | None = None,
     ) -> None:
-        """`small`: schema-only objects, compressed in-process and single-threaded (no zstd process)."""
+        """`small`: schema-only objects, compressed in-process and single-threaded (no zstd process).
+        `recipient`: encrypt (age) after compression. `sse`: S3 server-side encryption parameters."""
         self.s3, self.bucket, self.key = s3, bucket, key
-        self.writer = MultipartWriter(s3, bucket, key, metadata=metadata)
+        self.writer = MultipartWriter(s3, bucket, key, metadata=metadata, sse=sse)
         self.stats = StreamStats()
+        self.out = crypto.stage(recipient, self.stats.stored_sink(self.writer.write))
         self.finished = False
         argv = zstd_command(level) if kind == Compression.ZSTD and not small else None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -208,8 +230,7 @@ class CompressedObject:
         out_pipe = cast(io.BufferedReader, self.proc.stdout)
         try:
             while out := out_pipe.read1(READ_CHUNK):
-                self.stats.saw_stored(out)
-                self.writer.write(out)
+                self.out.write(out)
         except BaseException as e:
             self.error.append(e)
             with contextlib.suppress(Exception):
@@ -225,8 +246,7 @@ class CompressedObject:
             assert self.comp is not None
             out = self.comp.compress(data)
             if out:
-                self.stats.saw_stored(out)
-                self.writer.write(out)
+                self.out.write(out)
             return
         assert self.proc.stdin is not None
         try:
@@ -240,8 +260,7 @@ class CompressedObject:
             assert self.comp is not None
             out = self.comp.flush()
             if out:
-                self.stats.saw_stored(out)
-                self.writer.write(out)
+                self.out.write(out)
         else:
             assert self.proc.stdin is not None and self.proc.stderr is not None
             with contextlib.suppress(BrokenPipeError):
@@ -252,6 +271,7 @@ class CompressedObject:
             if code != 0:
                 err = self.proc.stderr.read().decode(errors="replace").strip()[-500:]
                 raise AgentError(Reason.DUMP_FAILED, f"zstd exited with code {code}: {err}", permanent=False)
+        self.out.close()
         self.writer.complete()
         self.finished = True
         return self.stats
@@ -261,6 +281,7 @@ class CompressedObject:
             self.proc.kill()
             with contextlib.suppress(Exception):
                 self.proc.wait(timeout=5)
+        self.out.abort()
         self.writer.abort()
         # Always, not only when finish() returned: SIGTERM can land after S3 completed the upload
         # but before we recorded it (seen in the killed-agent test). Deleting a missing key is a no-op.
@@ -278,10 +299,21 @@ class SplitUpload:
     """
 
     def __init__(
-        self, *, s3: Any, bucket: str, directory: str, kind: Compression, level: int | None, metadata: dict[str, str]
+        self,
+        *,
+        s3: Any,
+        bucket: str,
+        directory: str,
+        kind: Compression,
+        level: int | None,
+        metadata: dict[str, str],
+        recipient: Any | None = None,
+        sse: SseParams | None = None,
     ) -> None:
         self.s3, self.bucket, self.directory = s3, bucket, directory
         self.kind, self.level, self.metadata = kind, level, metadata
+        self.recipient, self.sse = recipient, sse
+        self.suffix = crypto.SUFFIX if recipient is not None else ""
         self.splitter = DumpSplitter()
         self.raw = StreamStats()
         self.prologue = self._open(part_key(directory, kind, kind="prologue"), small=True)
@@ -294,11 +326,13 @@ class SplitUpload:
         return CompressedObject(
             s3=self.s3,
             bucket=self.bucket,
-            key=key,
+            key=key + self.suffix,
             kind=self.kind,
             level=self.level,
             metadata=self.metadata,
             small=small,
+            recipient=self.recipient,
+            sse=self.sse,
         )
 
     def _route(self, piece: Piece) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ..contract.s3 import client
+from ..contract.s3 import SseParams, client, sse_params
 
-__all__ = ["MultipartWriter", "client", "iter_object", "part_size_for"]
+__all__ = ["MultipartWriter", "SseParams", "client", "iter_object", "part_size_for", "sse_params"]
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 # S3 allows 10,000 parts. Parts double in size every 2,000, so the limit is ~500 GiB of
@@ -48,15 +48,19 @@ class MultipartWriter:
         part_size: int = DEFAULT_PART_SIZE,
         max_in_flight: int = 2,
         metadata: dict[str, str] | None = None,
+        sse: SseParams | None = None,
     ) -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
+        self.sse = sse or SseParams()
         self.part_size = part_size
         self.buf = bytearray(min(FIRST_BUFFER, part_size))
         self.filled = 0
         self.parts: list[Future[dict[str, Any]]] = []
         self.slots = threading.BoundedSemaphore(max_in_flight)
         self.pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="s3-part")
-        self.upload_id: str = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})["UploadId"]
+        self.upload_id: str = s3.create_multipart_upload(
+            Bucket=bucket, Key=key, Metadata=metadata or {}, **self.sse.create
+        )["UploadId"]
         self.bytes_written = 0
         self.closed = False
         self.slot_wait = 0.0  # seconds the writer blocked because max_in_flight parts were uploading
@@ -106,7 +110,12 @@ class MultipartWriter:
     def _upload(self, number: int, chunk: bytearray) -> dict[str, Any]:
         try:
             r = self.s3.upload_part(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=chunk,
+                **self.sse.part,
             )
             return {"PartNumber": number, "ETag": r["ETag"]}
         finally:
@@ -133,8 +142,10 @@ class MultipartWriter:
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
 
 
-def iter_object(s3: Any, bucket: str, key: str, chunk: int = READ_CHUNK) -> Iterator[bytes]:
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+def iter_object(
+    s3: Any, bucket: str, key: str, chunk: int = READ_CHUNK, *, sse: SseParams | None = None
+) -> Iterator[bytes]:
+    body = s3.get_object(Bucket=bucket, Key=key, **(sse.read if sse else {}))["Body"]
     try:
         while True:
             data = body.read(chunk)

@@ -20,6 +20,12 @@ ENV_DB_PASSWORD = "MBO_DB_PASSWORD"
 ENV_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
 ENV_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
 ENV_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+# The client-side encryption key Secret's content (an age identity file), when the policy has one.
+ENV_ENCRYPTION_KEY = "MBO_ENCRYPTION_KEY"
+# backup.encryption in the agent config: the format the agent writes (only age v1 so far).
+ENCRYPTION_FORMAT = "age-v1"
+# S3 SSE-C: the customer key (base64 of 32 bytes) from its Secret.
+ENV_SSE_CUSTOMER_KEY = "MBO_SSE_CUSTOMER_KEY"
 
 # backup.layout: one object for the whole dump (the default), or one per table plus a prologue
 # and an epilogue (restorable in parallel, and table by table).
@@ -51,6 +57,10 @@ class StorageConfig:
     access_key_id: str | None = field(repr=False)
     secret_access_key: str | None = field(repr=False)
     session_token: str | None = field(repr=False)
+    # S3 server-side encryption pass-through (storage.s3.serverSideEncryption).
+    sse_mode: str | None = None
+    sse_kms_key_id: str | None = None
+    sse_customer_key: str | None = field(default=None, repr=False)  # base64 of 32 bytes (SSE-C)
 
 
 @dataclass(frozen=True)
@@ -59,10 +69,24 @@ class AgentConfig:
     storage: StorageConfig
     backup: Mapping[str, Any]
     restore: Mapping[str, Any]
+    encryption_key: str | None = field(default=None, repr=False)
 
     @property
     def secrets(self) -> list[str | None]:
-        return [self.db.password, self.storage.secret_access_key, self.storage.session_token]
+        # Each line of the key file too: a message could quote one identity of several.
+        key_lines = [ln.strip() for ln in (self.encryption_key or "").splitlines() if ln.strip()]
+        return [
+            self.db.password,
+            self.storage.secret_access_key,
+            self.storage.session_token,
+            self.storage.sse_customer_key,
+            *key_lines,
+        ]
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether backups are to be encrypted (the operator sets backup.encryption)."""
+        return bool(self.backup.get("encryption"))
 
     @property
     def compression(self) -> Compression:
@@ -95,7 +119,11 @@ def load(environ: Mapping[str, str] | None = None) -> AgentConfig:
             access_key_id=env.get(ENV_ACCESS_KEY_ID),
             secret_access_key=env.get(ENV_SECRET_ACCESS_KEY),
             session_token=env.get(ENV_SESSION_TOKEN) or None,
+            sse_mode=(s.get("serverSideEncryption") or {}).get("mode"),
+            sse_kms_key_id=(s.get("serverSideEncryption") or {}).get("kmsKeyId"),
+            sse_customer_key=env.get(ENV_SSE_CUSTOMER_KEY) or None,
         ),
         backup=raw.get("backup") or {},
         restore=raw.get("restore") or {},
+        encryption_key=env.get(ENV_ENCRYPTION_KEY) or None,
     )

@@ -177,6 +177,7 @@ class Reconciler:
         ]
         if policy.s3.session_token_key:
             refs.append((policy.s3.credentials_secret, policy.s3.session_token_key))
+        refs += [(r.name, r.key) for _, r in jobs.extra_secret_refs(policy)]
         cache: dict[str, dict[str, str] | None] = {}
         for name, key in refs:
             if name not in cache:
