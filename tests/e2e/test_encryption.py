@@ -142,6 +142,7 @@ def test_wrong_key_fails_before_the_database_is_touched(env: Env) -> None:
     assert st["phase"] == "Failed" and st["reason"] == "DecryptionFailed", st
     assert _key_id(right) in st["message"] and "nothing was restored" in st["message"]
     assert str(wrong) not in json.dumps(st) and str(right) not in json.dumps(st)
+    assert not st.get("preRestoreBackup"), "the key is checked before any safety backup"
     assert env.checksums() == before
 
     # Rotation done right: the new key on top, the old one below; the old backup restores again.
@@ -180,7 +181,7 @@ def test_missing_key_fails_with_a_reason_and_touches_nothing(env: Env) -> None:
     env.restore("no-key", "enc")
     st = env.wait_phase("restores", "no-key", ("Completed", "Failed"), timeout=240)["status"]
     assert st["phase"] == "Failed" and st["reason"] == "EncryptionKeyMissing", st
-    assert _key_id(ident) in st["message"]
+    assert _key_id(ident) in st["message"] and not st.get("preRestoreBackup")
     assert env.checksums() == before
 
 

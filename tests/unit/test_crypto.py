@@ -301,3 +301,59 @@ def test_sse_c_key_goes_with_every_upload_part_and_download() -> None:
     for name, kw in s3.calls:
         if name != "complete":
             assert kw["SSECustomerKey"] == b"k" * 32, name
+
+
+# ----------------------------------------------------------------------------- operator pre-check
+
+
+def test_restore_key_problem_is_pure_and_never_quotes_keys() -> None:
+    from mysql_backup_operator.contract.encryption import restore_key_problem
+
+    entry = {"format": "age-v1", "keyId": crypto.key_id(str(IDENT.to_public()))}
+    assert restore_key_problem(encryption=None, key_text=None) is None
+    assert restore_key_problem(encryption=entry, key_text=f"{OTHER}\n{IDENT}") is None
+    reason, msg = restore_key_problem(encryption=entry, key_text=str(OTHER)) or ("", "")
+    assert reason == Reason.DECRYPTION_FAILED and str(OTHER) not in msg
+    assert (restore_key_problem(encryption=entry, key_text="") or ("",))[0] == Reason.ENCRYPTION_KEY_MISSING
+
+
+def test_the_operator_fails_a_restore_with_a_wrong_key_before_any_safety_backup() -> None:
+    from tests.unit.test_controllers import NS, POLICY_SPEC, reconciler, world
+
+    kube, woken = world()
+    kube.objects[("backuppolicies", NS, "pol")]["spec"] = {
+        **POLICY_SPEC,
+        "backup": {"encryption": {"keySecretRef": {"name": "backup-key"}}},
+    }
+    kube.secrets[(NS, "backup-key")] = {"age.key": str(OTHER)}
+    b = kube.add(
+        "backups",
+        NS,
+        {"kind": "Backup", "metadata": {"name": "enc", "creationTimestamp": "2026-01-01T00:00:00Z"}},
+    )
+    b["spec"] = {"policyRef": {"name": "pol"}}
+    b["status"] = {
+        "phase": "Completed",
+        "location": "s3://b/k/dump.sql.zst.age",
+        "manifestLocation": "s3://b/k/manifest.json",
+        "sha256": "0" * 64,
+        "databases": ["shop"],
+        "encryption": {"format": "age-v1", "keyId": crypto.key_id(str(IDENT.to_public()))},
+    }
+    kube.add(
+        "restores",
+        NS,
+        {
+            "kind": "Restore",
+            "metadata": {"name": "r", "creationTimestamp": "2026-01-01T00:01:00Z"},
+            "spec": {"backupRef": {"name": "enc"}},
+        },
+    )
+    r = reconciler(kube, woken)
+    r.restore(kube.get("restores", NS, "r"))  # type: ignore[arg-type]
+    st = kube.objects[("restores", NS, "r")]["status"]
+    assert st["phase"] == "Failed" and st["reason"] == "DecryptionFailed", st
+    assert str(OTHER) not in json.dumps(st)
+    assert [k for k in kube.objects if k[0] == "backups"] == [("backups", NS, "enc")]  # no safety backup
+    assert kube.coordination.leases == {}
+    assert not kube.jobs

@@ -18,17 +18,16 @@ Key material never appears in an exception message: parse errors say which line,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyrage
 
 from ..api import Reason
 from ..contract.config import ENCRYPTION_FORMAT
+from ..contract.encryption import Keyring, KeyringError, key_id, parse_keyring, restore_key_problem
 from ..contract.keys import ENCRYPTED_SUFFIX
 from .errors import AgentError
 
@@ -56,74 +55,6 @@ __all__ = [
     "stage",
     "verify",
 ]
-
-
-class KeyringError(ValueError):
-    """The key Secret's content is not an age identity file. The message never quotes it."""
-
-
-def key_id(recipient: str) -> str:
-    """The id a manifest records: the first 64 bits of sha256 over the public key string.
-
-    Enough to tell which of several keys a backup needs, and safe to show (it is derived from
-    the public key, which is not secret either)."""
-    return hashlib.sha256(recipient.strip().encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Keyring:
-    """What the key Secret holds: identities (private keys) and/or recipients (public keys).
-
-    Backups encrypt to the first entry's public key; restores can use every identity, so a new
-    key goes on top and older ones stay below until their backups are gone (rotation).
-    """
-
-    identities: tuple[Any, ...]
-    recipients: tuple[Any, ...]  # one per entry, in order; identities contribute their public key
-
-    @property
-    def recipient(self) -> Any:
-        return self.recipients[0]
-
-    @property
-    def current_key_id(self) -> str:
-        return key_id(str(self.recipient))
-
-    def identity_for(self, wanted: str) -> Any | None:
-        for ident in self.identities:
-            if key_id(str(ident.to_public())) == wanted:
-                return ident
-        return None
-
-    @property
-    def key_ids(self) -> list[str]:
-        return [key_id(str(i.to_public())) for i in self.identities]
-
-
-def parse_keyring(text: str) -> Keyring:
-    identities: list[Any] = []
-    recipients: list[Any] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            if line.startswith("AGE-SECRET-KEY-1"):
-                ident = pyrage.x25519.Identity.from_str(line)
-                identities.append(ident)
-                recipients.append(ident.to_public())
-            elif line.startswith("age1"):
-                recipients.append(pyrage.x25519.Recipient.from_str(line))
-            else:
-                raise ValueError
-        except (ValueError, pyrage.IdentityError, pyrage.RecipientError):
-            raise KeyringError(
-                f"line {number} of the encryption key is neither an age identity (AGE-SECRET-KEY-1...) "
-                "nor an age recipient (age1...)"
-            ) from None
-    if not recipients:
-        raise KeyringError("the encryption key holds no age identity or recipient")
-    return Keyring(identities=tuple(identities), recipients=tuple(recipients))
 
 
 # ----------------------------------------------------------------------------- the pipeline's hooks
@@ -178,43 +109,14 @@ def recipient_for(key_text: str | None) -> tuple[Any, dict[str, str]]:
 
 def identity_for(encryption: Any, key_text: str | None) -> Any | None:
     """The restore side: the identity that decrypts a backup whose manifest says `encryption`
-    (None for a plain backup). Fails before anything is read when no key can work."""
+    (None for a plain backup). Fails before anything is read when no key can work; the operator
+    runs the same check (contract.encryption) before the safety backup."""
+    problem = restore_key_problem(encryption=encryption, key_text=key_text)
+    if problem:
+        raise AgentError(problem[0], problem[1], permanent=True)
     if not encryption:
         return None
-    wanted = str(encryption.get("keyId"))
-    if encryption.get("format") != FORMAT:
-        raise AgentError(
-            Reason.DECRYPTION_FAILED,
-            f"the backup is encrypted as {encryption.get('format')!r}; this agent reads {FORMAT} only",
-            permanent=True,
-        )
-    if not key_text:
-        raise AgentError(
-            Reason.ENCRYPTION_KEY_MISSING,
-            f"the backup is encrypted (age, key id {wanted}) but the policy provides no encryption key "
-            "(spec.backup.encryption.keySecretRef); nothing was restored",
-            permanent=True,
-        )
-    try:
-        ring = parse_keyring(key_text)
-    except KeyringError as e:
-        raise AgentError(Reason.ENCRYPTION_KEY_INVALID, f"{e}; nothing was restored", permanent=True) from None
-    ident = ring.identity_for(wanted)
-    if ident is None:
-        if not ring.identities:
-            raise AgentError(
-                Reason.ENCRYPTION_KEY_MISSING,
-                f"the backup needs the age identity with key id {wanted}, but the key Secret holds only "
-                "recipients (public keys); nothing was restored",
-                permanent=True,
-            )
-        raise AgentError(
-            Reason.DECRYPTION_FAILED,
-            f"the backup was encrypted with key id {wanted}; the key Secret holds key id(s) "
-            f"{', '.join(ring.key_ids)} (wrong or rotated-out key); nothing was restored",
-            permanent=True,
-        )
-    return ident
+    return parse_keyring(key_text or "").identity_for(str(encryption.get("keyId")))
 
 
 # ----------------------------------------------------------------------------- encryption

@@ -35,6 +35,7 @@ from ..api import (
     RestorePhase,
     Trigger,
 )
+from ..contract.encryption import restore_key_problem
 from ..k8s.kube import Kube
 from ..k8s.locking import LeaseLock, Operation, acquire
 from ..models import PolicySpec, SpecError, parse_backup, parse_policy, parse_restore, restore_plan
@@ -189,6 +190,12 @@ class Reconciler:
                 return f'Secret "{name}" has no key "{key}"', values
             values.append(data[key])
         return None, values
+
+    def _key_text(self, namespace: str, policy: PolicySpec) -> str | None:
+        """The policy's client-side encryption key file (already checked to exist), or None."""
+        ref = policy.encryption_key
+        data = self.kube.secret_values(namespace, ref.name) if ref else None
+        return data.get(ref.key) if data and ref else None
 
     def _is_alive(self, identity: str) -> bool:
         """A lock holder is alive while its object exists with the same uid and is not terminal."""
@@ -520,6 +527,10 @@ class Reconciler:
             problem, _ = self._missing_secrets(ns, policy)
             if problem:
                 return self._fail(RESTORES, obj, Reason.SECRET_NOT_FOUND, problem, release=db_key)
+            # A key that cannot decrypt the Backup fails now, not after a safety backup.
+            key_problem = restore_key_problem(encryption=bstatus.get("encryption"), key_text=self._key_text(ns, policy))
+            if key_problem:
+                return self._fail(RESTORES, obj, key_problem[0], key_problem[1], release=db_key)
             safety = self._ensure_pre_restore_backup(obj, policy)
             self._set(
                 RESTORES, obj, cond.restore_backing_up(obj["status"], pre_restore=safety, generation=gen, now=utcnow())
