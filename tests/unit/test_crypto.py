@@ -318,7 +318,9 @@ def test_restore_key_problem_is_pure_and_never_quotes_keys() -> None:
 
 
 def test_the_operator_fails_a_restore_with_a_wrong_key_before_any_safety_backup() -> None:
-    from tests.unit.test_controllers import NS, POLICY_SPEC, reconciler, world
+    from mysql_backup_operator.controllers.restore import RestoreController
+
+    from tests.unit.test_controllers import NS, POLICY_SPEC, context, world
 
     kube, woken = world()
     kube.objects[("backuppolicies", NS, "pol")]["spec"] = {
@@ -349,8 +351,7 @@ def test_the_operator_fails_a_restore_with_a_wrong_key_before_any_safety_backup(
             "spec": {"backupRef": {"name": "enc"}},
         },
     )
-    r = reconciler(kube, woken)
-    r.restore(kube.get("restores", NS, "r"))  # type: ignore[arg-type]
+    RestoreController(context(kube, woken)).reconcile(kube.get("restores", NS, "r"))  # type: ignore[arg-type]
     st = kube.objects[("restores", NS, "r")]["status"]
     assert st["phase"] == "Failed" and st["reason"] == "DecryptionFailed", st
     assert str(OTHER) not in json.dumps(st)
