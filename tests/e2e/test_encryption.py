@@ -4,9 +4,13 @@ fails with a clear reason before the database is touched, and SSE-S3/SSE-KMS rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pyrage
@@ -15,6 +19,7 @@ import zstandard
 from kubernetes import client
 
 from tests.e2e.conftest import Env, s3_client
+from tests.stackenv import eventually
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -62,10 +67,27 @@ def _completed(env: Env, plural: str, name: str, timeout: float = 240) -> dict[s
     return dict(st)
 
 
+def _watch_argv(secret: str) -> tuple[threading.Event, list[str]]:
+    """Scans every process's argv until stopped; collects those that contain `secret`."""
+    stop, seen = threading.Event(), []
+
+    def run() -> None:
+        while not stop.is_set():
+            for p in Path("/proc").iterdir():
+                with contextlib.suppress(OSError):
+                    if p.name.isdigit() and secret.encode() in (p / "cmdline").read_bytes():
+                        seen.append(p.name)
+            time.sleep(0.05)
+
+    threading.Thread(target=run, daemon=True).start()
+    return stop, seen
+
+
 def test_encrypted_backup_is_unreadable_and_restores_with_the_key(env: Env, tmp_path: Any) -> None:
     ident = _new_key()
     _encrypted_policy(env, ident)
     original = env.checksums()
+    stop, in_argv = _watch_argv(str(ident))
     env.backup("enc")
     st = _completed(env, "backups", "enc")
     assert st["encryption"] == {"format": "age-v1", "keyId": _key_id(ident)}
@@ -92,6 +114,8 @@ def test_encrypted_backup_is_unreadable_and_restores_with_the_key(env: Env, tmp_
     damaged = env.checksums()
     env.restore("r1", "enc")
     r = _completed(env, "restores", "r1")
+    stop.set()
+    assert not in_argv, "the key appeared in a process's argv"
     assert env.checksums() == original
     assert env.sql("SELECT name FROM customers WHERE id = 2") == [("customer-1",)]
 
@@ -182,6 +206,29 @@ def test_missing_key_fails_with_a_reason_and_touches_nothing(env: Env) -> None:
     st = env.wait_phase("restores", "no-key", ("Completed", "Failed"), timeout=240)["status"]
     assert st["phase"] == "Failed" and st["reason"] == "EncryptionKeyMissing", st
     assert _key_id(ident) in st["message"] and not st.get("preRestoreBackup")
+    assert env.checksums() == before
+
+
+def test_sync_imports_encrypted_backups_with_their_key_id(env: Env) -> None:
+    ident = _new_key()
+    _encrypted_policy(env, ident)
+    env.backup("a", deletionPolicy="Retain")
+    orig = _completed(env, "backups", "a")
+    before = env.checksums()
+    env.stack.kubectl("delete", "backup", "a", "-n", env.namespace, "--wait=true")
+    eventually(lambda: not env.list("backups"), timeout=60, what="backup a gone")
+    pol = env.get("backuppolicies", "pol")
+    pol["spec"]["storage"]["sync"] = True
+    pol["spec"]["storage"]["syncIntervalSeconds"] = 10
+    env.custom.replace_namespaced_custom_object(
+        "mysqlbackup.dev", "v1alpha1", env.namespace, "backuppolicies", "pol", pol
+    )
+    eventually(lambda: env.list("backups"), timeout=60, what="imported backup")
+    st = env.wait_phase("backups", "a", ("Completed",), timeout=30)["status"]
+    assert st["encryption"] == orig["encryption"] and st["sha256"] == orig["sha256"]
+    env.sql("DELETE FROM orders")
+    env.restore("from-imported", "a")
+    _completed(env, "restores", "from-imported")
     assert env.checksums() == before
 
 
