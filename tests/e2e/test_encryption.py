@@ -4,18 +4,25 @@ fails with a clear reason before the database is touched, and SSE-S3/SSE-KMS rea
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pyrage
 import pytest
 import zstandard
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from kubernetes import client
 
 from tests.e2e.conftest import Env, s3_client
@@ -281,4 +288,117 @@ def _policy_with_s3(env: Env, name: str, extra: dict[str, Any]) -> None:
                 **extra,
             }
         },
+    )
+
+
+@pytest.fixture
+def tls_minio(env: Env, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A second MinIO, serving TLS with a throwaway CA, on the stack's host address: MinIO accepts
+    SSE-C only over TLS, and the stack's own MinIO serves plain HTTP. Stopped after the test."""
+    host = env.stack.raw.get("host") or "127.0.0.1"
+    certs = tmp_path / "certs"
+    (certs / "CAs").mkdir(parents=True)
+    ext = tmp_path / "san.ext"
+    ext.write_text(f"subjectAltName=IP:{host},DNS:localhost\n")
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=mbo-test-ca",
+        "-keyout", str(tmp_path / "ca.key"), "-out", str(tmp_path / "ca.crt"))  # fmt: skip
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}",
+        "-keyout", str(certs / "private.key"), "-out", str(tmp_path / "srv.csr"))  # fmt: skip
+    ssl("x509", "-req", "-in", str(tmp_path / "srv.csr"), "-CA", str(tmp_path / "ca.crt"), "-CAkey",
+        str(tmp_path / "ca.key"), "-CAcreateserial", "-days", "1", "-extfile", str(ext),
+        "-out", str(certs / "public.crt"))  # fmt: skip
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    s3 = env.stack.s3
+    log = (tmp_path / "minio.log").open("wb")
+    proc = subprocess.Popen(
+        [str(Path(env.stack.raw["bin_dir"]) / "minio"), "server", str(tmp_path / "data"), "--address",
+         f"{host}:{port}", "--certs-dir", str(certs), "--quiet"],
+        env={"PATH": "/usr/bin:/bin", "MINIO_ROOT_USER": s3["access_key"], "MINIO_ROOT_PASSWORD": s3["secret_key"],
+             "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"},
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    endpoint = f"https://{host}:{port}"
+    try:
+        client_ = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=s3["region"],
+            aws_access_key_id=s3["access_key"],
+            aws_secret_access_key=s3["secret_key"],
+            verify=str(tmp_path / "ca.crt"),
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+        def up() -> bool:
+            with contextlib.suppress(Exception):
+                client_.create_bucket(Bucket=env.bucket)
+                return True
+            return False
+
+        eventually(up, timeout=60, interval=0.5, what="TLS MinIO up")
+        yield {"endpoint": endpoint, "ca": (tmp_path / "ca.crt").read_text(), "client": client_}
+    finally:
+        proc.terminate()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sse_c_on_a_tls_minio(env: Env, tls_minio: dict[str, Any]) -> None:
+    customer_key = os.urandom(32)
+    env.secret("minio-ca", {"ca.crt": tls_minio["ca"]})
+    env.secret("backup-sse-c", {"sse-c.key": base64.b64encode(customer_key).decode()})
+    ident = _new_key()
+    env.secret("backup-key", {"age.key": str(ident)})
+    s3 = env.stack.s3
+    env.policy(
+        storage={
+            "s3": {
+                "bucket": env.bucket,
+                "prefix": "ssec",
+                "endpoint": tls_minio["endpoint"],
+                "region": s3["region"],
+                "forcePathStyle": True,
+                "credentialsSecretRef": {"name": "s3-credentials"},
+                "caBundleSecretRef": {"name": "minio-ca"},
+                "serverSideEncryption": {"mode": "SSE-C", "customerKeySecretRef": {"name": "backup-sse-c"}},
+            }
+        },
+        backup={"encryption": {"keySecretRef": {"name": "backup-key"}}},  # both layers at once
+    )
+    original = env.checksums()
+    env.backup("ssec")
+    st = _completed(env, "backups", "ssec")
+    c = tls_minio["client"]
+    data_key = st["location"][5:].split("/", 1)[1]
+    manifest_key = st["manifestLocation"][5:].split("/", 1)[1]
+    # Without the customer key the data object cannot be read; with it, it is the age ciphertext.
+    with pytest.raises(ClientError):
+        c.get_object(Bucket=env.bucket, Key=data_key)
+    sse = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": customer_key}
+    head = c.head_object(Bucket=env.bucket, Key=data_key, **sse)
+    assert head["SSECustomerAlgorithm"] == "AES256"
+    _assert_unreadable(c.get_object(Bucket=env.bucket, Key=data_key, **sse)["Body"].read())
+    # The manifest is readable without it (the operator reads it for sync and recovery).
+    assert json.loads(c.get_object(Bucket=env.bucket, Key=manifest_key)["Body"].read())["encryption"]
+    env.sql("DELETE FROM orders")
+    env.restore("r", "ssec")
+    _completed(env, "restores", "r")
+    assert env.checksums() == original
+    # Deletion needs no customer key: every object of the backup goes.
+    env.custom.delete_namespaced_custom_object("mysqlbackup.dev", "v1alpha1", env.namespace, "backups", "ssec")
+    eventually(
+        lambda: (
+            not c.list_objects_v2(Bucket=env.bucket, Prefix="ssec/").get("Contents", [])
+            or not any("/ssec-" in o["Key"] for o in c.list_objects_v2(Bucket=env.bucket, Prefix="ssec/")["Contents"])
+        ),
+        timeout=90,
+        what="objects of the deleted backup gone",
     )
