@@ -358,3 +358,15 @@ def test_the_operator_fails_a_restore_with_a_wrong_key_before_any_safety_backup(
     assert [k for k in kube.objects if k[0] == "backups"] == [("backups", NS, "enc")]  # no safety backup
     assert kube.coordination.leases == {}
     assert not kube.jobs
+
+
+def test_an_aborted_stream_never_gets_a_valid_end() -> None:
+    out = bytearray()
+    enc = crypto.Encryptor(IDENT.to_public(), out.extend)
+    enc.write(os.urandom(200_000))
+    enc.abort()
+    enc.thread.join(timeout=10)
+    assert not enc.thread.is_alive()
+    with pytest.raises(AgentError) as e:
+        crypto.verify(chunks(bytes(out)), IDENT, what="aborted")
+    assert e.value.reason == Reason.DECRYPTION_FAILED

@@ -122,10 +122,14 @@ def identity_for(encryption: Any, key_text: str | None) -> Any | None:
 # ----------------------------------------------------------------------------- encryption
 
 
-class _QueueReader:
-    """The file pyrage reads from: chunks put on a queue by the producer; None is EOF."""
+_ABORT = object()
 
-    def __init__(self, q: queue.Queue[bytes | None]) -> None:
+
+class _QueueReader:
+    """The file pyrage reads from: chunks put on a queue by the producer; None is EOF, _ABORT an
+    error (so an aborted stream never gets a valid final chunk)."""
+
+    def __init__(self, q: queue.Queue[Any]) -> None:
         self.q = q
         self.buf = memoryview(b"")
         self.eof = False
@@ -133,6 +137,8 @@ class _QueueReader:
     def read(self, n: int = -1) -> bytes:
         while not self.buf and not self.eof:
             item = self.q.get()
+            if item is _ABORT:
+                raise OSError("encryption aborted")
             if item is None:
                 self.eof = True
             else:
@@ -171,7 +177,7 @@ class Encryptor:
     """
 
     def __init__(self, recipient: Any, sink: Callable[[bytes], None], *, depth: int = QUEUE_DEPTH) -> None:
-        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self.errors: list[BaseException] = []
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(recipient, sink), name="age-encrypt", daemon=True)
@@ -220,7 +226,7 @@ class Encryptor:
             except queue.Empty:
                 break
         with contextlib.suppress(queue.Full):
-            self.q.put_nowait(None)
+            self.q.put_nowait(_ABORT)
 
 
 # ----------------------------------------------------------------------------- decryption
