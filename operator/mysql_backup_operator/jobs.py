@@ -23,11 +23,11 @@ from .api import (
     LABEL_RESTORE_JOB,
     LABEL_TRIGGER,
     MANAGED_BY,
-    Trigger,
 )
+from .api.backup import Trigger
+from .api.policy import PolicySpec, SecretKeyRef
 from .contract.config import ENCRYPTION_FORMAT, ENV_ENCRYPTION_KEY, ENV_SSE_CUSTOMER_KEY
 from .contract.keys import ENCRYPTED_SUFFIX
-from .models import PolicySpec, SecretKeyRef
 
 AGENT_CONTAINER = "agent"
 AGENT_UID = 65532

@@ -21,10 +21,11 @@ from mysql_backup_operator.agent.errors import AgentError
 from mysql_backup_operator.agent.pipeline import compress_stream
 from mysql_backup_operator.agent.storage import MultipartWriter, iter_object
 from mysql_backup_operator.api import Compression, Reason
+from mysql_backup_operator.api.common import SpecError
+from mysql_backup_operator.api.policy import parse_policy
 from mysql_backup_operator.contract import manifest as mf
 from mysql_backup_operator.contract.config import StorageConfig, load
 from mysql_backup_operator.contract.s3 import sse_params
-from mysql_backup_operator.models import SpecError, parse_policy
 
 IDENT = pyrage.x25519.Identity.generate()
 OTHER = pyrage.x25519.Identity.generate()
