@@ -371,3 +371,34 @@ def test_an_aborted_stream_never_gets_a_valid_end() -> None:
     with pytest.raises(AgentError) as e:
         crypto.verify(chunks(bytes(out)), IDENT, what="aborted")
     assert e.value.reason == Reason.DECRYPTION_FAILED
+
+
+class BodyS3:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def get_object(self, **_: Any) -> dict[str, Any]:
+        return {"Body": io.BytesIO(self.data)}
+
+
+def test_restore_verification_pass_reasons() -> None:
+    from mysql_backup_operator.agent.cli import _verify_key
+
+    good = encrypt(zstandard.ZstdCompressor().compress(b"INSERT INTO t VALUES (1);\n" * 5000))
+    bad = good[:300] + bytes([good[300] ^ 1]) + good[301:]
+
+    def obj(data: bytes) -> mf.ManifestObject:
+        return mf.ManifestObject(
+            key="k", kind=mf.ObjectKind.TABLE, sha256=hashlib.sha256(data).hexdigest(), stored_bytes=len(data)
+        )
+
+    _verify_key(BodyS3(good), "b", obj(good), identity=IDENT)  # intact: passes
+    with pytest.raises(AgentError) as e:  # changed in storage: the digest says so first
+        _verify_key(BodyS3(bad), "b", obj(good), identity=IDENT)
+    assert e.value.reason == Reason.CHECKSUM_MISMATCH
+    with pytest.raises(AgentError) as e:  # changed, manifest forged to match: authentication fails
+        _verify_key(BodyS3(bad), "b", obj(bad), identity=IDENT)
+    assert e.value.reason == Reason.DECRYPTION_FAILED
+    with pytest.raises(AgentError) as e:  # intact, wrong key
+        _verify_key(BodyS3(good), "b", obj(good), identity=OTHER)
+    assert e.value.reason == Reason.DECRYPTION_FAILED

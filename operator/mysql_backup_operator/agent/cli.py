@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from .. import __version__
@@ -383,18 +383,35 @@ class _Hashing:
 
 
 def _read_verified(
-    s3: Any, bucket: str, key: str, *, identity: Any | None, sse: storage.SseParams | None
-) -> tuple[_Hashing, bytes]:
-    """Reads a whole stored object once: its sha256 and size and, when it is encrypted, an
-    authenticated decryption to nowhere (wrong key, tampering, truncation are caught here, before
-    anything touches the database). Returns the hash and the first plaintext bytes."""
+    s3: Any,
+    bucket: str,
+    key: str,
+    *,
+    identity: Any | None,
+    sse: storage.SseParams | None,
+    check: Callable[[_Hashing], None],
+) -> bytes:
+    """Reads a whole stored object once: `check` gets its sha256 and size and, when it is
+    encrypted, it is decrypted to nowhere (authenticated: a wrong key, tampering or truncation is
+    caught here, before anything touches the database). Returns the first plaintext bytes.
+    A changed object reports ChecksumMismatch (the stored bytes differ from the manifest) rather
+    than DecryptionFailed, so the reason says what happened to it."""
     hashing = _Hashing(storage.iter_object(s3, bucket, key, sse=sse))
     try:
         if identity is None:
             for _ in hashing:
                 pass
-            return hashing, hashing.head
-        return hashing, crypto.verify(hashing, identity, what=key)
+            check(hashing)
+            return hashing.head
+        try:
+            head = crypto.verify(hashing, identity, what=key)
+        except AgentError:
+            for _ in hashing:  # the rest of the object, for the digest
+                pass
+            check(hashing)
+            raise
+        check(hashing)
+        return head
     except AgentError:
         raise
     except Exception as e:
@@ -405,14 +422,20 @@ def verify_object(
     cfg: AgentConfig, s3: Any, expected: str, *, identity: Any | None = None, sse: storage.SseParams | None = None
 ) -> tuple[int, bytes]:
     """Reads the whole stored object once and checks its sha256 before anything touches the database."""
-    hashing, head = _read_verified(s3, cfg.storage.bucket, cfg.storage.dump_key, identity=identity, sse=sse)
-    sha, size = hashing.sha, hashing.size
-    if sha.hexdigest() != expected:
-        raise AgentError(
-            Reason.CHECKSUM_MISMATCH,
-            f"stored object sha256 {sha.hexdigest()} does not match the manifest's {expected}; nothing was restored",
-            permanent=True,
-        )
+    size = 0
+
+    def check(h: _Hashing) -> None:
+        nonlocal size
+        size = h.size
+        if h.sha.hexdigest() != expected:
+            raise AgentError(
+                Reason.CHECKSUM_MISMATCH,
+                f"stored object sha256 {h.sha.hexdigest()} does not match the manifest's {expected}; "
+                "nothing was restored",
+                permanent=True,
+            )
+
+    head = _read_verified(s3, cfg.storage.bucket, cfg.storage.dump_key, identity=identity, sse=sse, check=check)
     return size, head
 
 
@@ -524,15 +547,17 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
 def _verify_key(
     s3: Any, bucket: str, o: mf.ManifestObject, *, identity: Any | None = None, sse: storage.SseParams | None = None
 ) -> None:
-    hashing, _ = _read_verified(s3, bucket, o.key, identity=identity, sse=sse)
-    sha, size = hashing.sha, hashing.size
-    if sha.hexdigest() != o.sha256 or (o.stored_bytes is not None and size != o.stored_bytes):
-        raise AgentError(
-            Reason.CHECKSUM_MISMATCH,
-            f"stored object {o.key} has sha256 {sha.hexdigest()} ({size} bytes), the manifest says "
-            f"{o.sha256} ({o.stored_bytes} bytes); nothing was restored",
-            permanent=True,
-        )
+    def check(h: _Hashing) -> None:
+        sha, size = h.sha.hexdigest(), h.size
+        if sha != o.sha256 or (o.stored_bytes is not None and size != o.stored_bytes):
+            raise AgentError(
+                Reason.CHECKSUM_MISMATCH,
+                f"stored object {o.key} has sha256 {sha} ({size} bytes), the manifest says "
+                f"{o.sha256} ({o.stored_bytes} bytes); nothing was restored",
+                permanent=True,
+            )
+
+    _read_verified(s3, bucket, o.key, identity=identity, sse=sse, check=check)
 
 
 @dataclasses.dataclass(frozen=True)
