@@ -224,11 +224,14 @@ def test_sync_imports_encrypted_backups_with_their_key_id(env: Env) -> None:
     before = env.checksums()
     env.stack.kubectl("delete", "backup", "a", "-n", env.namespace, "--wait=true")
     eventually(lambda: not env.list("backups"), timeout=60, what="backup a gone")
-    pol = env.get("backuppolicies", "pol")
-    pol["spec"]["storage"]["sync"] = True
-    pol["spec"]["storage"]["syncIntervalSeconds"] = 10
-    env.custom.replace_namespaced_custom_object(
-        "mysqlbackup.dev", "v1alpha1", env.namespace, "backuppolicies", "pol", pol
+    # A merge patch, not get + replace: the operator writes the policy's status meanwhile (409).
+    env.custom.patch_namespaced_custom_object(
+        "mysqlbackup.dev",
+        "v1alpha1",
+        env.namespace,
+        "backuppolicies",
+        "pol",
+        {"spec": {"storage": {"sync": True, "syncIntervalSeconds": 10}}},
     )
     eventually(lambda: env.list("backups"), timeout=60, what="imported backup")
     st = env.wait_phase("backups", "a", ("Completed",), timeout=30)["status"]
