@@ -216,6 +216,18 @@ def test_missing_key_fails_with_a_reason_and_touches_nothing(env: Env) -> None:
     assert env.checksums() == before
 
 
+def test_an_invalid_key_fails_the_backup_with_a_reason_and_never_quotes_it(env: Env) -> None:
+    garbage = "AGE-SECRET-KEY-1THISISNOTAKEYBUTITISSECRETANYWAY"
+    env.secret("backup-key", {"age.key": garbage})
+    env.policy(backup={"encryption": {"keySecretRef": {"name": "backup-key"}}})
+    env.backup("bad-key")
+    st = env.wait_phase("backups", "bad-key", ("Completed", "Failed"))["status"]
+    assert st["phase"] == "Failed" and st["reason"] == "EncryptionKeyInvalid", st
+    assert "line 1" in st["message"] and garbage not in json.dumps(st)
+    assert not [k for k in env.objects() if "/bad-key-" in k], "nothing may be stored"
+    assert all(garbage not in (e.message or "") for e in env.events("bad-key"))
+
+
 def test_sync_imports_encrypted_backups_with_their_key_id(env: Env) -> None:
     ident = _new_key()
     _encrypted_policy(env, ident)
