@@ -384,8 +384,9 @@ class BodyS3:
 def test_restore_verification_pass_reasons() -> None:
     from mysql_backup_operator.agent.cli import _verify_key
 
-    good = encrypt(zstandard.ZstdCompressor().compress(b"INSERT INTO t VALUES (1);\n" * 5000))
-    bad = good[:300] + bytes([good[300] ^ 1]) + good[301:]
+    good = encrypt(zstandard.ZstdCompressor().compress(os.urandom(100_000)))
+    at = len(good) - 20  # inside the last chunk's payload
+    bad = good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :]
 
     def obj(data: bytes) -> mf.ManifestObject:
         return mf.ManifestObject(
@@ -402,3 +403,27 @@ def test_restore_verification_pass_reasons() -> None:
     with pytest.raises(AgentError) as e:  # intact, wrong key
         _verify_key(BodyS3(good), "b", obj(good), identity=OTHER)
     assert e.value.reason == Reason.DECRYPTION_FAILED
+
+
+def test_a_failing_dump_stream_stops_the_encryption_stage_without_hanging() -> None:
+    class Broken(io.RawIOBase):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            self.n += 1
+            if self.n > 3:
+                raise OSError("dump connection lost")
+            b[: len(b)] = os.urandom(len(b))
+            return len(b)
+
+    stored = bytearray()
+    with pytest.raises(OSError, match="dump connection lost"):
+        compress_stream(
+            io.BufferedReader(Broken()), kind=Compression.GZIP, level=1, sink=stored.extend, recipient=IDENT.to_public()
+        )
+    with pytest.raises(AgentError):  # what was stored never authenticates as a complete object
+        crypto.verify(chunks(bytes(stored)), IDENT, what="partial")
