@@ -42,23 +42,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
+# The agent's own mariadb-dump flags, so the references dump the same bytes as the Backup CR.
+from mysql_backup_operator.agent.sqlstream import DUMP_FLAGS, PER_TABLE_DUMP_FLAGS  # noqa: E402
+
 BENCH_DB = "bench"
 TARGET_BACKUP_RATIO = 0.95
 TARGET_RESTORE_SPEEDUP = 1.5
 TARGET_PEAK_MIB = 128
 AGENT_MARK = b"mysql-backup-agent"
-# The agent's mariadb-dump flags (sqlstream.dump_command), so the references dump the same bytes.
-DUMP_FLAGS = [
-    "--single-transaction",
-    "--quick",
-    "--routines",
-    "--triggers",
-    "--events",
-    "--hex-blob",
-    "--add-drop-database",
-    "--default-character-set=utf8mb4",
-    "--max-allowed-packet=1G",
-]
 
 
 def log(msg: str) -> None:
@@ -172,6 +163,10 @@ class Bench:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
+    def dump_flags(self) -> list[str]:
+        return [*DUMP_FLAGS, *(PER_TABLE_DUMP_FLAGS if self.layout == "perTable" else ())]
+
+    @property
     def db(self) -> dict[str, Any]:
         return dict(self.stack.db)
 
@@ -229,7 +224,7 @@ class Bench:
 
     def run_dump(self) -> None:
         with self.defaults_file() as cnf:
-            argv = ["mariadb-dump", f"--defaults-extra-file={cnf}", *DUMP_FLAGS, "--databases", BENCH_DB]
+            argv = ["mariadb-dump", f"--defaults-extra-file={cnf}", *self.dump_flags, "--databases", BENCH_DB]
             t0 = time.monotonic()
             # wc -c counts the bytes at pipe speed; the dump itself is what is timed.
             counter = subprocess.Popen(["wc", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -254,7 +249,7 @@ class Bench:
         s3 = s3_client(self.stack)
         key = f"reference/{uuid.uuid4().hex[:8]}.sql.zst"
         with self.defaults_file() as cnf:
-            argv = ["mariadb-dump", f"--defaults-extra-file={cnf}", *DUMP_FLAGS, "--databases", BENCH_DB]
+            argv = ["mariadb-dump", f"--defaults-extra-file={cnf}", *self.dump_flags, "--databases", BENCH_DB]
             t0 = time.monotonic()
             dump = subprocess.Popen(argv, stdout=subprocess.PIPE)
             assert dump.stdout is not None

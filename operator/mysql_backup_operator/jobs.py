@@ -24,9 +24,9 @@ from .api import (
     LABEL_TRIGGER,
     MANAGED_BY,
 )
-from .api.backup import Trigger
+from .api.backup import WHOLE, BackupScope, Trigger
 from .api.policy import PolicySpec, SecretKeyRef
-from .contract.config import ENCRYPTION_FORMAT, ENV_ENCRYPTION_KEY, ENV_SSE_CUSTOMER_KEY
+from .contract.config import ENCRYPTION_FORMAT, ENV_ENCRYPTION_KEY, ENV_SSE_CUSTOMER_KEY, LAYOUT_PER_TABLE
 from .contract.keys import ENCRYPTED_SUFFIX
 
 AGENT_CONTAINER = "agent"
@@ -37,6 +37,8 @@ CA_MOUNT = "/etc/mysql-backup/ca"
 # Scratch space (the 0600 option file) on a small emptyDir, since the root filesystem is read-only.
 # Deliberately not /tmp: nothing is gained by hiding whatever the image keeps there.
 SCRATCH = "/var/lib/mysql-backup-agent"
+# Binlog files (archiver, point-in-time replay): a disk-backed emptyDir, named to the agent by MBO_WORKDIR.
+WORKDIR = "/var/lib/mysql-backup-binlogs"
 
 
 @dataclass(frozen=True)
@@ -119,18 +121,24 @@ def _ca_volumes(policy: PolicySpec) -> tuple[list[dict[str, Any]], list[dict[str
     return vols, mounts
 
 
-def render_job(
+def agent_pod_spec(
     *,
-    name: str,
-    namespace: str,
-    owner: Owner,
     policy: PolicySpec,
     operation: str,
     agent_config: Mapping[str, Any],
-    labels: Mapping[str, str],
+    restart_policy: str = "Never",
+    work_volume: str | None = None,
 ) -> dict[str, Any]:
+    """The agent's pod spec (restricted, no API token, secrets from Secrets only), shared by the
+    backup and restore Jobs and the binlog archiver's Deployment. `work_volume` mounts a disk-backed
+    emptyDir at WORKDIR for binlog files (the scratch emptyDir is small and in memory)."""
     jt = policy.job
     vols, mounts = _ca_volumes(policy)
+    extra_env = []
+    if work_volume:
+        vols.append({"name": work_volume, "emptyDir": {}})
+        mounts.append({"name": work_volume, "mountPath": WORKDIR})
+        extra_env.append({"name": "MBO_WORKDIR", "value": WORKDIR})
     container: dict[str, Any] = {
         "name": AGENT_CONTAINER,
         "image": jt.image,
@@ -141,6 +149,7 @@ def render_job(
             # Upload and compression threads would each get a glibc malloc arena; with large part
             # buffers that fragments into RSS that grows with the dump. Two arenas keep it flat.
             {"name": "MALLOC_ARENA_MAX", "value": "2"},
+            *extra_env,
             *_secret_env(policy),
         ],
         "volumeMounts": mounts,
@@ -160,9 +169,8 @@ def render_job(
         container["imagePullPolicy"] = jt.image_pull_policy
     if jt.resources:
         container["resources"] = dict(jt.resources)
-    all_labels = {LABEL_MANAGED_BY: MANAGED_BY, **labels}
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
+        "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {
@@ -179,6 +187,23 @@ def render_job(
         pod_spec["nodeSelector"] = dict(jt.node_selector)
     if jt.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in jt.tolerations]
+    return pod_spec
+
+
+def render_job(
+    *,
+    name: str,
+    namespace: str,
+    owner: Owner,
+    policy: PolicySpec,
+    operation: str,
+    agent_config: Mapping[str, Any],
+    labels: Mapping[str, str],
+    work_volume: str | None = None,
+) -> dict[str, Any]:
+    jt = policy.job
+    all_labels = {LABEL_MANAGED_BY: MANAGED_BY, **labels}
+    pod_spec = agent_pod_spec(policy=policy, operation=operation, agent_config=agent_config, work_volume=work_volume)
     spec: dict[str, Any] = {
         "backoffLimit": jt.backoff_limit,
         "activeDeadlineSeconds": jt.active_deadline_seconds,
@@ -218,7 +243,14 @@ def render_job(
 
 
 def render_backup_job(
-    *, backup_name: str, backup_uid: str, namespace: str, trigger: str, policy: PolicySpec, db_key: str
+    *,
+    backup_name: str,
+    backup_uid: str,
+    namespace: str,
+    trigger: str,
+    policy: PolicySpec,
+    db_key: str,
+    scope: BackupScope = WHOLE,
 ) -> dict[str, Any]:
     directory = naming.storage_dir(
         prefix=policy.s3.prefix, namespace=namespace, policy=policy.name, backup=backup_name, uid=backup_uid
@@ -236,7 +268,9 @@ def render_backup_job(
         "compression": str(policy.compression),
         "compressionLevel": policy.compression_level,
         "extraDumpArgs": list(policy.extra_dump_args),
-        "layout": policy.layout,
+        # A table-scoped backup is per table by nature: its manifest lists exactly those tables.
+        "layout": LAYOUT_PER_TABLE if scope.tables else policy.layout,
+        "scope": scope.to_spec(),
         **({"encryption": ENCRYPTION_FORMAT} if policy.encryption_key else {}),
     }
     return render_job(
@@ -268,6 +302,7 @@ def render_restore_job(
     db_key: str,
     tables: Sequence[str] = (),
     parallelism: int | None = None,
+    point_in_time: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     bucket, key = naming.parse_s3_url(location)
     _, mkey = naming.parse_s3_url(manifest_location)
@@ -285,6 +320,8 @@ def render_restore_job(
         "tables": list(tables),
         "parallelism": parallelism,
     }
+    if point_in_time:
+        cfg["restore"]["pointInTime"] = dict(point_in_time)
     return render_job(
         name=naming.restore_job_name(restore_name),
         namespace=namespace,
@@ -297,6 +334,7 @@ def render_restore_job(
             LABEL_POLICY: naming.bounded(policy.name),
             LABEL_DB_KEY: db_key,
         },
+        work_volume="replay" if point_in_time else None,
     )
 
 
@@ -310,11 +348,14 @@ def render_backup(
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
     deletion_policy: str | None = None,
+    scope: BackupScope = WHOLE,
 ) -> dict[str, Any]:
     """A Backup the operator creates itself (scheduled run, pre-restore safety net, import)."""
     spec: dict[str, Any] = {"policyRef": {"name": policy.name}, "trigger": str(trigger), "description": description}
     if deletion_policy:
         spec["deletionPolicy"] = deletion_policy
+    if scope:
+        spec["scope"] = scope.to_spec()
     return {
         "apiVersion": API_VERSION,
         "kind": "Backup",

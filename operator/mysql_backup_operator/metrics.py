@@ -32,6 +32,10 @@ TOTAL_STORED = Gauge("mysqlbackup_policy_stored_bytes", "Stored bytes of all com
 BACKUPS = Gauge("mysqlbackup_policy_backups", "Backups of the policy by phase", (*LABELS, "phase"))
 FAILURES = Counter("mysqlbackup_backup_failures", "Failed backups by reason", (*LABELS, "reason"))
 RESTORES = Counter("mysqlbackup_restores", "Finished restores by result", ("namespace", "result"))
+BINLOG_LAST = Gauge(
+    "mysqlbackup_binlog_last_archived_timestamp_seconds", "Time of the newest archived binlog event", LABELS
+)
+BINLOG_SEGMENTS = Gauge("mysqlbackup_binlog_segments", "Archived binlog segments of the policy", LABELS)
 QUEUE = Gauge("mysqlbackup_queue_length", "Operations waiting for the database lock", ("database",))
 
 
@@ -75,3 +79,8 @@ def restore_finished(*, namespace: str, result: str) -> None:
 
 def queue_length(database: str, n: int) -> None:
     QUEUE.labels(database).set(n)
+
+
+def binlog_archived(*, namespace: str, policy: str, timestamp: int, segments: int) -> None:
+    BINLOG_LAST.labels(namespace, policy).set(timestamp)
+    BINLOG_SEGMENTS.labels(namespace, policy).set(segments)

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import plugin_chain
 from .api import API_VERSION, BACKUPS, RESTORES
 from .naming import manual_backup_name
 
@@ -366,6 +367,7 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("backup")
     dl.add_argument("-y", "--yes", action="store_true")
     dl.set_defaults(fn=cmd_delete)
+    plugin_chain.add_parser(sub, common)
     ui = sub.add_parser("ui", parents=[common], help="start the web console on 127.0.0.1 (your own credentials)")
     from .console import server as console
 

@@ -182,6 +182,27 @@ def test_table_level_restore_leaves_everything_else_alone(env: Env) -> None:
     assert sums["parts"] == changed_parts, "other tables were not touched"
     assert "newer" in sums, "the database was not dropped and re-created"
     assert env.sql("SELECT COUNT(*) FROM priced")[0][0] > 0
+    # The safety backup covers what the restore replaced, and nothing more.
+    safety = env.get("backups", rst["preRestoreBackup"])
+    assert safety["spec"]["scope"] == {"tables": [f"{env.database}.gen"]}
+    manifest = _manifest(env, rst["preRestoreBackup"])
+    assert [(o["database"], o["table"]) for o in manifest["objects"] if o["kind"] == "table"] == [(env.database, "gen")]
+    assert manifest["databases"] == [env.database] and manifest["counts"]["tables"] == 1
+
+
+def test_a_database_restore_takes_a_safety_backup_of_that_database_only(env: Env) -> None:
+    _awkward(env)
+    _per_table_policy(env)
+    env.backup("both")
+    assert env.wait_phase("backups", "both", ("Completed", "Failed"))["status"]["phase"] == "Completed"
+    env.sql("UPDATE prices SET price = 0", _other(env))
+    env.restore("other-only", "both", databases=[_other(env)])
+    rst = env.wait_phase("restores", "other-only", ("Completed", "Failed"), timeout=300)["status"]
+    assert rst["phase"] == "Completed", rst
+    assert env.sql("SELECT COUNT(*) FROM prices WHERE price = 0", _other(env))[0][0] == 0
+    manifest = _manifest(env, rst["preRestoreBackup"])
+    assert manifest["databases"] == [_other(env)]
+    assert {o["database"] for o in manifest["objects"] if o["kind"] == "table"} == {_other(env)}
 
 
 def test_tables_on_a_single_object_backup_fail_with_a_reason(env: Env) -> None:

@@ -5,10 +5,12 @@ These complement, never replace, the real-stack tests in tests/e2e.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mysql_backup_operator.controllers.backup import BACKUP_FINALIZER, BackupController
 from mysql_backup_operator.controllers.operation import Context, Settings
+from mysql_backup_operator.controllers.restore import RestoreController
 from mysql_backup_operator.controllers.runtime import Runtime, Tuning
 
 from tests.unit.fakes import FakeKube, build_cache
@@ -217,3 +219,28 @@ def test_the_sync_gate_waits_for_every_counted_kind_and_not_just_for_quiet() -> 
     assert not rt2.synced()
     rt2.listed("BackupPolicy")
     assert rt2.synced()  # everything counted has arrived
+
+
+def test_a_partial_restore_takes_a_safety_backup_of_only_what_it_replaces() -> None:
+    kube, woken = world()
+    src = backup(kube, "src")
+    src["status"] = {**OK_RESULT, "phase": "Completed", "completedAt": "2026-01-01T00:01:00Z"}
+    kube.add(
+        "restores",
+        NS,
+        {
+            "kind": "Restore",
+            "metadata": {"name": "r1", "creationTimestamp": "2026-01-01T00:02:00Z", "uid": "u-r1"},
+            "spec": {"backupRef": {"name": "src"}, "tables": ["shop.orders", "shop.items"]},
+        },
+    )
+    RestoreController(context(kube, woken)).reconcile(kube.get("restores", NS, "r1"))  # type: ignore[arg-type]
+    safety = kube.objects[("restores", NS, "r1")]["status"]["preRestoreBackup"]
+    b = kube.objects[("backups", NS, safety)]
+    assert b["spec"]["scope"] == {"tables": ["shop.orders", "shop.items"]}
+    reconciler(kube, woken).reconcile(kube.get("backups", NS, safety))  # type: ignore[arg-type]
+    job = kube.jobs[(NS, f"backup-{safety}")]
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    agent = json.loads(env["MBO_AGENT_CONFIG"])
+    assert agent["backup"]["scope"] == {"tables": ["shop.orders", "shop.items"]}
+    assert agent["backup"]["layout"] == "perTable", "a table-scoped backup lists each table"

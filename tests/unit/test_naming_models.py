@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from mysql_backup_operator import naming
 from mysql_backup_operator.api import Compression
+from mysql_backup_operator.api.backup import BackupScope, parse_backup
 from mysql_backup_operator.api.common import SpecError
 from mysql_backup_operator.api.policy import parse_policy
-from mysql_backup_operator.api.restore import parse_restore, restore_plan
+from mysql_backup_operator.api.restore import parse_restore, restore_plan, safety_scope
 
 POLICY = {
     "database": {"host": "db.example", "user": "backup", "passwordSecretRef": {"name": "db"}},
@@ -99,3 +101,24 @@ def test_manual_backup_name_is_the_policy_and_the_utc_second() -> None:
     t = dt.datetime(2026, 3, 1, 4, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert manual_backup_name("shop", t) == "shop-manual-20260301020506"
     assert len(manual_backup_name("p" * 253, t)) == 253
+
+
+def test_the_safety_backup_scope_is_what_the_restore_replaces() -> None:
+    def scope(**spec: Any) -> BackupScope:
+        return safety_scope(parse_restore({"backupRef": {"name": "b"}, **spec}))
+
+    assert not scope(), "a full restore: the policy's whole backup"
+    assert scope(databases=["a", "b"]) == BackupScope(databases=("a", "b"))
+    assert scope(databases=["a"], target="copy") == BackupScope(databases=("copy",))
+    assert scope(tables=["a.t1", "a.t2"]) == BackupScope(tables=("a.t1", "a.t2"))
+    assert scope(tables=["a.t1"], target="copy") == BackupScope(tables=("copy.t1",))
+    assert scope(tables=["a.t1"]).to_spec() == {"tables": ["a.t1"]}
+
+
+def test_a_backup_scope_is_checked() -> None:
+    spec = {"policyRef": {"name": "p"}}
+    assert parse_backup(spec).scope == BackupScope()
+    assert parse_backup({**spec, "scope": {"tables": ["a.t"]}}).scope.tables == ("a.t",)
+    for bad in ({"tables": ["nodot"]}, {"databases": ["mysql"]}, {"databases": ["a"], "tables": ["a.t"]}):
+        with pytest.raises(SpecError):
+            parse_backup({**spec, "scope": bad})

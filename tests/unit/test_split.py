@@ -44,6 +44,23 @@ def test_chunking_does_not_change_the_split(sizes: list[int]) -> None:
     assert units(split(DUMP, sizes)) == units(split(DUMP))
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=8))
+def test_a_reused_read_buffer_with_short_reads_splits_the_same(sizes: list[int]) -> None:
+    """The agent reads the raw pipe into one bytearray: reads are short and the buffer is
+    overwritten after each feed, so pieces must be used (here: copied) at once."""
+    s, buf, out = DumpSplitter(), bytearray(700), []
+    pos, i = 0, 0
+    while pos < len(DUMP):
+        n = min(sizes[i % len(sizes)], len(DUMP) - pos)
+        buf[:n] = DUMP[pos : pos + n]
+        out += [Piece(p.dest, bytes(p.data), p.added) for p in s.feed(buf, n)]
+        buf[:] = b"\xff" * len(buf)  # whatever the next read brings
+        pos, i = pos + n, i + 1
+    out += [Piece(p.dest, bytes(p.data), p.added) for p in s.flush()]
+    assert units(out) == units(split(DUMP))
+
+
 def test_one_self_contained_unit_per_table_between_prologue_and_epilogue() -> None:
     u = units(split(DUMP))
     tables = [(k[1], k[2]) for k in u if k[0] == "table"]

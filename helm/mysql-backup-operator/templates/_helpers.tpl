@@ -38,6 +38,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]
+# The binlog archiver of a policy with pointInTimeRecovery: read, create, replace (spec change), delete.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, create, update, delete]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list]

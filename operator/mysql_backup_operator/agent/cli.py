@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import io
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .. import __version__
 from ..api import Compression, Reason
@@ -32,11 +33,13 @@ from ..contract import manifest as mf
 from ..contract import result as res
 from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
 from ..contract.keys import directory_of
-from . import crypto, errors, storage
+from . import binlog, crypto, errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
+from .memory import tune_malloc
 from .pipeline import SplitUpload, compress_stream, widen_pipe
 from .sqlstream import (
+    PER_TABLE_DUMP_FLAGS,
     DatabaseFilter,
     client_binary,
     decompress,
@@ -105,7 +108,11 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
         with conn.cursor() as cur:
             cur.execute("SELECT VERSION()")
             version = str(cur.fetchone()[0])
-            if cfg.db.databases:
+            scope = cfg.backup.get("scope") or {}
+            ignore: list[str] = []
+            if scope:
+                databases, ignore = scoped_databases(cur, scope)
+            elif cfg.db.databases:
                 databases = list(cfg.db.databases)
                 cur.execute(
                     "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN %s", (tuple(databases),)
@@ -137,6 +144,7 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
                 for k, q in queries.items():
                     cur.execute(q, (dbs,))
                     counts[k] = int(cur.fetchone()[0])
+                counts["tables"] -= len(ignore)
             binlog_on = False
             try:
                 cur.execute("SHOW MASTER STATUS")
@@ -148,15 +156,38 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
         raise errors.from_mysql_errno(code, str(e.args[1] if len(e.args) > 1 else e), what="backup") from None
     finally:
         conn.close()
-    if not databases:
+    if not databases and not scope:
         raise AgentError(Reason.DUMP_FAILED, "the server has no user databases to back up", permanent=True)
     return {
+        "ignoreTables": ignore,
         "serverVersion": version,
         "isMariaDB": "mariadb" in version.lower(),
         "databases": databases,
         "counts": counts,
         "binlogEnabled": binlog_on,
     }
+
+
+def scoped_databases(cur: Any, scope: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """A scoped backup (a partial Restore's safety backup): the databases to dump and the tables
+    of theirs to leave out (`--ignore-table`), so the dump holds exactly the scope's databases or
+    tables. What does not exist on the server is skipped: there is nothing of it to protect."""
+    if scope.get("databases"):
+        cur.execute(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN %s ORDER BY 1",
+            (tuple(scope["databases"]),),
+        )
+        return [r[0] for r in cur.fetchall()], []
+    wanted = {tuple(str(t).split(".", 1)) for t in scope.get("tables") or ()}
+    cur.execute(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+        "WHERE TABLE_TYPE='BASE TABLE' AND TABLE_SCHEMA IN %s ORDER BY 1, 2",
+        (tuple(sorted({d for d, _ in wanted})),),
+    )
+    present = [(str(d), str(t)) for d, t in cur.fetchall()]
+    databases = sorted({d for d, t in present if (d, t) in wanted})
+    ignore = [f"{d}.{t}" for d, t in present if d in databases and (d, t) not in wanted]
+    return databases, ignore
 
 
 # ----------------------------------------------------------------------------- processes
@@ -224,10 +255,11 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             databases=meta["databases"],
             is_mariadb=meta["isMariaDB"],
             capture_binlog=meta["binlogEnabled"],
-            # perTable: tables load concurrently, and a stream holding LOCK TABLES on a child table
-            # fails ("Table 'parent' was not locked", error 1100) when a parallel stream re-creates
-            # its FK parent; the locks only speed up MyISAM loads, so they are left out.
-            extra_args=[*(cfg.backup.get("extraDumpArgs") or ()), *(["--skip-add-locks"] if per_table else [])],
+            extra_args=[
+                *(cfg.backup.get("extraDumpArgs") or ()),
+                *(PER_TABLE_DUMP_FLAGS if per_table else ()),
+                *(f"--ignore-table={t}" for t in meta["ignoreTables"]),
+            ],
         )
         metadata = {"mysqlbackup-backup": str(cfg.backup.get("name", "")), "mysqlbackup-compression": compression}
         level = cfg.backup.get("compressionLevel")
@@ -249,26 +281,31 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                 )
         except Exception as e:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        assert proc.stdout is not None and proc.stderr is not None
-        widen_pipe(proc.stdout)
-        err = StderrTail(proc.stderr)
+        dump_out: io.BufferedReader | io.BytesIO
+        if meta["databases"]:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None and proc.stderr is not None
+            widen_pipe(proc.stdout)
+            # Read in quarters of the widened pipe: see pipeline.chunks for why that size.
+            dump_out = cast(io.BufferedReader, proc.stdout)  # IO[bytes] in typeshed; readinto is there
+            err = StderrTail(proc.stderr)
+        else:  # a scoped backup of which nothing exists yet: it holds (and restores) nothing
+            LOG.info("nothing of the scope %s exists on the server; the backup holds nothing", cfg.backup["scope"])
+            dump_out = io.BytesIO(b"-- nothing of this backup's scope existed on the server\n")
         t_stream = time.monotonic()
         try:
             if split is not None:
-                stats = split.stream(proc.stdout)
+                stats = split.stream(dump_out)
             else:
                 assert writer is not None
-                stats = compress_stream(
-                    proc.stdout, kind=compression, level=level, sink=writer.write, recipient=recipient
-                )
-            code = proc.wait()
+                stats = compress_stream(dump_out, kind=compression, level=level, sink=writer.write, recipient=recipient)
+            code = proc.wait() if proc else 0
             if code != 0:
                 raise errors.from_tool_stderr(
                     errors.scrub(err.text(), cfg.secrets), code, tool="mysqldump", what="backup"
                 )
             skip_comments = "--skip-comments" in (cfg.backup.get("extraDumpArgs") or ())
-            if not skip_comments and b"-- Dump completed" not in stats.tail:
+            if proc and not skip_comments and b"-- Dump completed" not in stats.tail:
                 raise AgentError(
                     Reason.DUMP_FAILED, "mysqldump output ended without its completion marker", permanent=False
                 )
@@ -742,6 +779,19 @@ def restore_per_table(
     ).to_dict()
 
 
+def restore_to_point(cfg: AgentConfig) -> dict[str, Any]:
+    """A restore, followed by a binlog replay when the Restore has a point-in-time target. Every
+    segment is downloaded and checked before the dump touches the database."""
+    plan = cfg.restore.get("pointInTime")
+    if not plan:
+        return restore(cfg)
+    prepared = binlog.prepare(cfg, storage.client(cfg.storage), plan)
+    result = restore(cfg)
+    replayed = binlog.replay(cfg, prepared, database=plan.get("database"))
+    LOG.info("replayed %s transactions up to %s", replayed["replayedTransactions"], replayed["lastGtid"])
+    return {**result, **replayed, "completedAt": iso(now())}
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -756,20 +806,29 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     if not args or args[0] in ("-h", "--help"):
-        print("usage: mysql-backup-agent {backup|restore|version}", file=sys.stderr)
+        print("usage: mysql-backup-agent {backup|restore|archive|version}", file=sys.stderr)
         return 2
     if args[0] in ("version", "--version"):
         print(f"mysql-backup-agent {__version__}")
+        return 0
+    if args[0] == "archive":
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        cfg = load()
+        LOG.info("binlog archiver starting (agent %s) for %s:%d", __version__, cfg.db.host, cfg.db.port)
+        with contextlib.suppress(Terminated):
+            binlog.archive(cfg, connect=lambda: connect(cfg), s3=storage.client(cfg.storage))
         return 0
     if args[0] not in ("backup", "restore"):
         print(f"unknown command {args[0]!r}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if args[0] == "restore":
+        tune_malloc()  # not for backups: see agent/memory.py
     cfg = load()
     op = args[0]
     LOG.info("%s starting (agent %s) for %s:%d", op, __version__, cfg.db.host, cfg.db.port)
     try:
-        result = backup(cfg) if op == "backup" else restore(cfg)
+        result = backup(cfg) if op == "backup" else restore_to_point(cfg)
     except AgentError as e:
         msg = errors.scrub(e.message, cfg.secrets)
         LOG.error("%s failed: %s: %s", op, e.reason, msg)

@@ -17,7 +17,8 @@ starts with a `-- Current Database:` comment and USE, so the restore-side Databa
 and rename databases) works on each unit as it does on a whole dump.
 
 The split only looks at lines that start with "-- " (mysqldump escapes newlines inside values,
-so row data never starts a line with it) and never buffers more than one incomplete line.
+so row data never starts a line with it). It copies no row data: pieces are views into the
+caller's chunk, and only an incomplete line that may be a section comment is held back.
 """
 
 from __future__ import annotations
@@ -58,8 +59,17 @@ class Piece:
     """Bytes for one destination; `added` marks settings/USE the splitter wrote itself."""
 
     dest: Dest
-    data: bytes
+    data: bytes | memoryview
     added: bool = False
+
+
+# What feed() accepts: bytes, or a bytearray the caller reads into and reuses.
+Chunk = bytes | bytearray
+
+
+def _may_be_comment(start: Chunk) -> bool:
+    """A line starting with these bytes may turn out to be a section comment ("-- ...")."""
+    return b"-- ".startswith(start)
 
 
 PROLOGUE = Dest(Unit.PROLOGUE)
@@ -88,7 +98,8 @@ class DumpSplitter:
     """
 
     def __init__(self) -> None:
-        self.rest = b""
+        self.held = b""  # a partial line that may be a section comment, waiting for its end
+        self.line_start = True  # the next chunk begins a line
         self.dest = PROLOGUE
         self.preamble = b""
         self.preamble_done = False
@@ -133,9 +144,9 @@ class DumpSplitter:
             self.context[unit] = self.database
             yield Piece(dest, use_statement(self.database), added=True)
 
-    def _markers(self, data: bytes, end: int) -> Iterator[re.Match[bytes]]:
-        """Section comments in data[:end], which always starts at a line start."""
-        if data.startswith(b"-- "):
+    def _markers(self, data: Chunk, end: int, line_start: bool) -> Iterator[re.Match[bytes]]:
+        """Section comments in data[:end]; `line_start`: data[0] begins a line."""
+        if line_start and data.startswith(b"-- "):
             m = _MARKER.match(data, 0, end)
             if m:
                 yield m
@@ -146,31 +157,47 @@ class DumpSplitter:
                 yield m
             i = data.find(b"\n-- ", i + 1, end)
 
-    def _pieces(self, data: bytes, end: int) -> Iterator[Piece]:
+    def _pieces(self, data: Chunk, end: int, line_start: bool) -> Iterator[Piece]:
+        view = memoryview(data)
         pos = 0
-        for m in self._markers(data, end):
+        for m in self._markers(data, end, line_start):
             start = m.start()
             if start > pos:
-                yield from self._emit(data[pos:start])
+                yield from self._emit(view[pos:start])
             yield from self._switch(m.group(1), m.group(2))
             pos = start
         if pos < end:
-            # The common case (no marker in this chunk, chunk ends at a line end) copies nothing.
-            yield from self._emit(data if pos == 0 and end == len(data) else data[pos:end])
+            yield from self._emit(view[pos:end])
 
-    def _emit(self, data: bytes) -> Iterator[Piece]:
+    def _emit(self, data: memoryview) -> Iterator[Piece]:
         if not self.preamble_done and len(self.preamble) < MAX_PREAMBLE:
             self.preamble += data[: MAX_PREAMBLE - len(self.preamble)]
         yield Piece(self.dest, data)
 
-    def feed(self, chunk: bytes) -> Iterator[Piece]:
-        data = self.rest + chunk if self.rest else chunk
-        cut = data.rfind(b"\n") + 1
-        self.rest = data[cut:]
-        if cut:
-            yield from self._pieces(data, cut)
+    def feed(self, chunk: Chunk, length: int | None = None) -> Iterator[Piece]:
+        """Splits chunk[:length]. Pieces are views into `chunk` (no copies): use them before the
+        next feed() reuses it.
+
+        Only a trailing partial line that could be a section comment (it starts a line with "-- ",
+        or with a prefix of it) is held back, copied, until its end arrives; everything else,
+        including a partial row line, goes out at once.
+        """
+        end = len(chunk) if length is None else length
+        if not end:
+            return
+        if self.held:
+            data: Chunk = self.held + memoryview(chunk)[:end]
+            line_start, self.held, end = True, b"", len(self.held) + end
+        else:
+            data, line_start = chunk, self.line_start
+        tail = data.rfind(b"\n", 0, end) + 1
+        if tail < end and (tail > 0 or line_start) and _may_be_comment(data[tail : min(end, tail + 3)]):
+            self.held, end = bytes(data[tail:end]), tail
+        self.line_start = bool(self.held) or data[end - 1 : end] == b"\n"
+        if end:
+            yield from self._pieces(data, end, line_start)
 
     def flush(self) -> Iterator[Piece]:
-        data, self.rest = self.rest, b""
+        data, self.held = self.held, b""
         if data:
-            yield from self._pieces(data, len(data))
+            yield from self._pieces(data, len(data), True)

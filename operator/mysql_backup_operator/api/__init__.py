@@ -61,6 +61,7 @@ class Reason(StrEnum):
     ENCRYPTION_KEY_MISSING = "EncryptionKeyMissing"
     ENCRYPTION_KEY_INVALID = "EncryptionKeyInvalid"
     DECRYPTION_FAILED = "DecryptionFailed"
+    REPLAY_INCOMPLETE = "ReplayIncomplete"  # binlog replay did not reach the planned last GTID
     # Decided by the operator.
     POLICY_NOT_FOUND = "PolicyNotFound"
     INVALID_SPEC = "InvalidSpec"
@@ -70,6 +71,7 @@ class Reason(StrEnum):
     PRE_RESTORE_BACKUP_FAILED = "PreRestoreBackupFailed"
     JOB_FAILED = "JobFailed"
     JOB_DELETED = "JobDeleted"
+    TARGET_NOT_RECOVERABLE = "TargetNotRecoverable"  # a point-in-time target outside every window
     # Non-failure condition reasons.
     DATABASE_BUSY = "DatabaseBusy"
     QUEUED_BEHIND = "QueuedBehindEarlierOperation"
@@ -79,3 +81,4 @@ class Reason(StrEnum):
 COND_QUEUED = "Queued"
 COND_READY = "Ready"
 COND_DATA_MISSING = "DataMissing"
+COND_BINLOG_GAP = "BinlogGap"  # a policy's archived binlogs have a gap (purged, server changed)

@@ -14,7 +14,21 @@ from enum import StrEnum
 from typing import Any
 
 from . import BACKUPS, COND_READY
-from .common import CRD, OperationStatus, SpecError, Status, column, iso, parse_iso, required, set_condition
+from .common import (
+    CRD,
+    DB_NAME,
+    DB_NAME_PATTERN,
+    TABLE_PATTERN,
+    OperationStatus,
+    SpecError,
+    Status,
+    column,
+    iso,
+    parse_iso,
+    required,
+    set_condition,
+    user_database,
+)
 from .schema import obj, prop, rule, wire
 
 
@@ -45,11 +59,48 @@ DEFAULT_DELETION_POLICY = DeletionPolicy.DELETE
 
 
 @dataclass(frozen=True)
+class BackupScope:
+    """Part of the server a Backup covers; empty = the policy's databases (or all of them).
+
+    The operator sets it on a partial Restore's safety backup (restore.safety_scope), so that
+    backup covers what the restore replaces and nothing more.
+    """
+
+    databases: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()  # "database.table"; such a backup is always perTable
+
+    def __bool__(self) -> bool:
+        return bool(self.databases or self.tables)
+
+    def to_spec(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in (("databases", self.databases), ("tables", self.tables)) if v}
+
+
+WHOLE = BackupScope()  # no scope: the policy's databases
+
+
+@dataclass(frozen=True)
 class BackupSpec:
     policy: str
     trigger: Trigger = DEFAULT_TRIGGER
     deletion_policy: DeletionPolicy = DEFAULT_DELETION_POLICY
     description: str = ""
+    scope: BackupScope = WHOLE
+
+
+def parse_scope(raw: Mapping[str, Any]) -> BackupScope:
+    databases = tuple(str(d) for d in raw.get("databases") or ())
+    tables = tuple(str(t) for t in raw.get("tables") or ())
+    if databases and tables:
+        raise SpecError("spec.scope: set either databases or tables, not both")
+    for d in databases:
+        if not user_database(d):
+            raise SpecError(f"spec.scope.databases: invalid database name {d!r}")
+    for t in tables:
+        db, dot, name = t.partition(".")
+        if not dot or not user_database(db) or not DB_NAME.match(name):
+            raise SpecError(f"spec.scope.tables: invalid table {t!r} (expected database.table)")
+    return BackupScope(databases=databases, tables=tables)
 
 
 def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
@@ -64,6 +115,7 @@ def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
         trigger=trigger,
         deletion_policy=deletion,
         description=str(spec.get("description") or ""),
+        scope=parse_scope(spec.get("scope") or {}),
     )
 
 
@@ -73,6 +125,29 @@ SPEC_SCHEMA = obj(
         "trigger": prop("string", enum=Trigger, default=DEFAULT_TRIGGER.value),
         "description": prop("string", maxLength=1024),
         "deletionPolicy": prop("string", enum=DeletionPolicy, default=DEFAULT_DELETION_POLICY.value),
+        "scope": obj(
+            {
+                "databases": prop(
+                    "array",
+                    maxItems=64,
+                    items=prop("string", minLength=1, maxLength=64, pattern=DB_NAME_PATTERN),
+                    list_type="set",
+                ),
+                "tables": prop(
+                    "array",
+                    maxItems=256,
+                    items=prop("string", minLength=3, maxLength=129, pattern=TABLE_PATTERN),
+                    list_type="set",
+                ),
+            },
+            description=(
+                'Back up only part of the server: these databases, or these tables ("database.table", always '
+                "with the perTable layout). The operator sets it on the pre-restore safety backup of a partial "
+                "Restore, so that backup covers what the restore replaces. Databases or tables that do not "
+                "exist (yet) are skipped."
+            ),
+            rules=[rule("!has(self.tables) || !has(self.databases)", "set either databases or tables, not both")],
+        ),
     },
     required=["policyRef"],
     rules=[rule("self == oldSelf", "Backup spec is immutable; create a new Backup instead")],

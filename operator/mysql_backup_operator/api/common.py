@@ -16,6 +16,7 @@ Status = dict[str, Any]
 # Names a database may have (the CRDs use the same pattern), and the schemas never backed up.
 DB_NAME_PATTERN = r"^[A-Za-z0-9_$-]+$"
 DB_NAME = re.compile(r"^[A-Za-z0-9_$-]{1,64}$")
+TABLE_PATTERN = r"^[A-Za-z0-9_$-]+[.][A-Za-z0-9_$-]+$"  # "database.table"
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 
 

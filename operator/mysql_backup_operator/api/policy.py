@@ -24,6 +24,8 @@ from .common import (
     column,
     required,
 )
+from .pitr import POLICY_SPEC_SCHEMA as PITR_SPEC_SCHEMA
+from .pitr import PitrSpec, PitrStatus, parse_pitr
 from .schema import obj, prop, rule, wire
 from .timezones import TIME_ZONES
 
@@ -160,6 +162,7 @@ class PolicySpec:
     layout: str = DEFAULT_LAYOUT
     # backup.encryption.keySecretRef: the age identity file that encrypts (first key) and decrypts.
     encryption_key: SecretKeyRef | None = None
+    pitr: PitrSpec | None = None  # spec.pointInTimeRecovery (api/pitr.py)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -243,6 +246,7 @@ def parse_policy(
         job=job,
         layout=str(b.get("layout") or DEFAULT_LAYOUT),
         encryption_key=_encryption_key(b.get("encryption")),
+        pitr=parse_pitr(spec.get("pointInTimeRecovery")),
         raw=spec,
     )
 
@@ -543,6 +547,7 @@ SPEC_SCHEMA = obj(
         "database": _DATABASE,
         "storage": _STORAGE,
         "backup": _BACKUP,
+        "pointInTimeRecovery": PITR_SPEC_SCHEMA,
         "jobTemplate": _JOB_TEMPLATE,
     },
     required=["database", "storage"],
@@ -579,6 +584,9 @@ class PolicyStatus:
     pruned_count: int | None = wire()
     last_sync_time: str | None = wire(format="date-time")
     last_sync_error: str | None = wire()
+    point_in_time_recovery: PitrStatus | None = wire(
+        description="The archived binlogs, the recoverable windows (from -> to) and the gaps between them."
+    )
     conditions: tuple[Condition, ...] = wire(default=(), extra=CONDITIONS_EXTRA)
 
 

@@ -15,11 +15,13 @@ from enum import StrEnum
 from typing import Any
 
 from . import COND_READY, RESTORES
+from .backup import BackupScope
 from .common import (
     CRD,
     DB_NAME,
     DB_NAME_PATTERN,
     SYSTEM_SCHEMAS,
+    TABLE_PATTERN,
     OperationStatus,
     SpecError,
     Status,
@@ -30,6 +32,9 @@ from .common import (
     set_condition,
     user_database,
 )
+from .pitr import RESTORE_SPEC_PROPERTIES as PITR_PROPERTIES
+from .pitr import RESTORE_SPEC_RULES as PITR_RULES
+from .pitr import PointInTimeStatus, parse_target
 from .schema import obj, prop, rule, wire
 
 
@@ -46,7 +51,6 @@ class RestorePhase(StrEnum):
 
 
 MAX_PARALLELISM = 16
-TABLE_PATTERN = r"^[A-Za-z0-9_$-]+[.][A-Za-z0-9_$-]+$"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,13 @@ class RestoreSpec:
     target: str | None
     tables: tuple[str, ...] = ()  # "database.table"; only with perTable backups
     parallelism: int | None = None
+    policy: str = ""  # spec.policyRef: with a point-in-time target, the operator picks the backup
+    target_time: str | None = None  # spec.pointInTime.time (RFC 3339)
+    target_gtid: str | None = None  # spec.pointInTime.gtid
+
+    @property
+    def point_in_time(self) -> bool:
+        return bool(self.target_time or self.target_gtid)
 
 
 def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
@@ -81,13 +92,34 @@ def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
     parallelism = spec.get("parallelism")
     if parallelism is not None and not 1 <= int(parallelism) <= MAX_PARALLELISM:
         raise SpecError(f"spec.parallelism must be between 1 and {MAX_PARALLELISM}")
+    point = parse_target(spec, has_backup=bool(ref.get("name")), selects=bool(target or tables or databases))
     return RestoreSpec(
-        backup=str(required(ref, "name", "spec.backupRef")),
+        policy=point.policy if point else "",
+        target_time=point.time if point else None,
+        target_gtid=point.gtid if point else None,
+        backup=str(ref.get("name") or "") if point else str(required(ref, "name", "spec.backupRef")),
         databases=databases,
         target=target,
         tables=tables,
         parallelism=int(parallelism) if parallelism is not None else None,
     )
+
+
+def safety_scope(spec: RestoreSpec) -> BackupScope:
+    """What a Restore replaces, for its pre-restore safety backup to cover (nothing more).
+
+    Tables (under the target database when there is one) for a table-level restore; the chosen
+    databases (or the target) for a database-level one; empty, i.e. the policy's whole backup,
+    for a full restore. What the restore reads (the source backup) does not matter here, only
+    what it overwrites.
+    """
+    if spec.tables:
+        return BackupScope(
+            tables=tuple(f"{spec.target}.{t.partition('.')[2]}" for t in spec.tables) if spec.target else spec.tables
+        )
+    if spec.target:
+        return BackupScope(databases=(spec.target,))
+    return BackupScope(databases=spec.databases)
 
 
 def restore_plan(spec: RestoreSpec, backed_up: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
@@ -137,10 +169,11 @@ SPEC_SCHEMA = obj(
             maximum=MAX_PARALLELISM,
         ),
         "target": _db_name(description="Restore the (single) database under this name instead."),
+        **PITR_PROPERTIES,
     },
-    required=["backupRef"],
     rules=[
         rule("self == oldSelf", "Restore spec is immutable; create a new Restore instead"),
+        *PITR_RULES,
         rule(
             "!has(self.target) || !has(self.databases) || size(self.databases) == 1",
             "target can only be set when restoring a single database",
@@ -155,6 +188,9 @@ class RestoreStatus(OperationStatus):
     phase: RestorePhase | None = wire()
     pre_restore_backup: str | None = wire()
     restored_databases: tuple[str, ...] = wire(default=())
+    point_in_time: PointInTimeStatus | None = wire(
+        description="The plan of a point-in-time restore, fixed at its first step."
+    )
 
     def backing_up(self, *, pre_restore: str, generation: int, now: dt.datetime) -> Status:
         """Pending -> BackingUp: the lock is held and the safety Backup is asked for."""
@@ -211,6 +247,7 @@ CRD_FRAME = CRD(
     ),
     printer_columns=(
         column("Backup", "string", ".spec.backupRef.name"),
+        column("Point", "string", ".spec.pointInTime.time", priority=1),
         column("Phase", "string", ".status.phase"),
         column("Safety Backup", "string", ".status.preRestoreBackup"),
         column("Reason", "string", ".status.reason", priority=1),

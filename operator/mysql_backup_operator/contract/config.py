@@ -70,6 +70,7 @@ class AgentConfig:
     backup: Mapping[str, Any]
     restore: Mapping[str, Any]
     encryption_key: str | None = field(default=None, repr=False)
+    archive: Mapping[str, Any] = field(default_factory=dict)  # the binlog archiver's settings
 
     @property
     def secrets(self) -> list[str | None]:
@@ -126,4 +127,5 @@ def load(environ: Mapping[str, str] | None = None) -> AgentConfig:
         backup=raw.get("backup") or {},
         restore=raw.get("restore") or {},
         encryption_key=env.get(ENV_ENCRYPTION_KEY) or None,
+        archive=raw.get("archive") or {},
     )

@@ -114,6 +114,7 @@ class BackupController(OperationController):
             trigger=str(spec.trigger),
             policy=policy,
             db_key=db_key,
+            scope=spec.scope,
         )
         created = self.kube.create_job(rendered)
         job_name = rendered["metadata"]["name"]

@@ -31,6 +31,7 @@ from ..retention import BackupInfo, RetentionSpec, parse_retention, plan
 from ..schedule import Schedule, interval, parse_schedule, run_name, tick
 from .cache import BackupRow
 from .operation import Context, utcnow
+from .pitr import PitrController
 from .sync import SyncController
 
 LOG = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class PolicyController:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.sync = SyncController(ctx)
+        self.pitr = PitrController(ctx)
         self.kube = ctx.kube
 
     def reconcile(self, obj: dict[str, Any]) -> float | None:
@@ -141,6 +143,9 @@ class PolicyController:
                 patch.update(self.sync.run(obj, policy, now))
                 last = now
             wake.append(_seconds_until(last + dt.timedelta(seconds=every), now))
+        pitr_patch, conditions, pitr_wake = self.pitr.policy_pass(obj, policy, conditions, now)
+        patch.update(pitr_patch)
+        wake.append(pitr_wake)
         patch["conditions"] = conditions
         self._patch(obj, patch)
         due = [w for w in wake if w is not None]

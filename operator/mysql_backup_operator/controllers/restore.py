@@ -27,10 +27,12 @@ from ..api import (
 from ..api.backup import BackupPhase, Trigger
 from ..api.common import SpecError, parse_iso
 from ..api.policy import PolicySpec
-from ..api.restore import RestorePhase, RestoreSpec, RestoreStatus, parse_restore, restore_plan
+from ..api.restore import RestorePhase, RestoreSpec, RestoreStatus, parse_restore, restore_plan, safety_scope
 from ..api.schema import from_wire
 from ..contract.encryption import restore_key_problem
 from .operation import OperationController, Step, phase_of, utcnow
+from .pitr import job_config as pitr_job_config
+from .pitr import resolve_point_in_time
 
 
 class RestoreController(OperationController):
@@ -56,6 +58,11 @@ class RestoreController(OperationController):
             return
         step, spec = begun
         pending = step.phase == RestorePhase.PENDING
+        if spec.point_in_time:
+            spec, plan_patch, refusal = resolve_point_in_time(self.ctx, obj, spec)
+            if refusal:
+                return self._fail(obj, Reason.TARGET_NOT_RECOVERABLE, refusal, release=None)
+            self._set(obj, plan_patch)
         backup = self.kube.get_backup(step.namespace, spec.backup)
         if backup is None:
             held = None if pending else (obj["metadata"].get("labels") or {}).get(LABEL_DB_KEY)
@@ -176,6 +183,7 @@ class RestoreController(OperationController):
             db_key=db_key,
             tables=spec.tables,
             parallelism=spec.parallelism,
+            point_in_time=pitr_job_config(obj["status"], policy),
         )
         created = self.kube.create_job(rendered)
         job_name = rendered["metadata"]["name"]
@@ -202,6 +210,8 @@ class RestoreController(OperationController):
         self.ctx.release(db_key, obj)
 
     def _ensure_pre_restore_backup(self, restore: Mapping[str, Any], policy: PolicySpec) -> str:
+        """The safety Backup covers what the Restore replaces: its tables or databases, or for a
+        full restore the policy's whole backup (api.restore.safety_scope)."""
         m = restore["metadata"]
         name = naming.pre_restore_backup_name(m["name"], parse_iso(m["creationTimestamp"]))
         body = jobs.render_backup(
@@ -214,6 +224,7 @@ class RestoreController(OperationController):
             annotations={"mysqlbackup.dev/restore": m["name"]},
             # Retain, and deliberately no ownerReference: deleting the Restore never deletes its safety net.
             deletion_policy="Retain",
+            scope=safety_scope(parse_restore(restore.get("spec") or {})),
         )
         self.kube.create(BACKUPS, m["namespace"], body)
         return name

@@ -89,6 +89,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
         self.authz = client.AuthorizationV1Api(api_client)
 
@@ -276,6 +277,40 @@ class Kube:
                 return True
             raise
         return ns.metadata.deletion_timestamp is not None
+
+    # ---------------------------------------------------------------- deployments (binlog archivers)
+
+    @transient
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.to_dict(self.apps.read_namespaced_deployment(name, namespace))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    @transient
+    def apply_deployment(self, body: Mapping[str, Any], *, resource_version: str | None) -> None:
+        """Creates the Deployment, or replaces it (guarded by resource_version) when it exists."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            if resource_version is None:
+                self.apps.create_namespaced_deployment(ns, dict(body))
+            else:
+                meta = {**body["metadata"], "resourceVersion": resource_version}
+                self.apps.replace_namespaced_deployment(name, ns, {**body, "metadata": meta})
+        except ApiException as e:
+            if e.status == 409:
+                raise TransientError(f"Deployment {ns}/{name} changed meanwhile", delay=1) from None
+            raise
+
+    @transient
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        try:
+            self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     # ---------------------------------------------------------------- secrets
 
