@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STACK := $(BIN)/python hack/stack.py
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all deps venv binaries image lint unit test e2e demo stack-up stack-down stack-env clean console bench bench-scale crds
+.PHONY: all deps venv binaries image lint unit test e2e demo stack-up stack-down stack-env clean console bench bench-scale bench-storage crds
 
 all: test
 
@@ -65,6 +65,10 @@ bench: deps venv binaries
 ## Change the scale with e.g. BENCH_ARGS="--policies 200 --backups-per-policy 10".
 bench-scale: deps venv binaries
 	$(BIN)/python hack/bench_scale.py $(BENCH_ARGS)
+
+## Object-store benchmark (not part of `test`): streaming upload/read and peak RSS per backend.
+bench-storage: deps venv binaries
+	$(BIN)/python hack/bench_storage.py $(BENCH_ARGS)
 
 stack-up: deps venv binaries
 	$(STACK) up

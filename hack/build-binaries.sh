@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds (or reuses from cache) the control-plane and node binaries (kubelet, kube-proxy), etcd,
-# kubectl, helm and MinIO, all from the Go module proxy. Prints the bin directory on the last line.
+# kubectl, helm, MinIO and fake-gcs-server, all from the Go module proxy, and Azurite from npm. Prints the bin directory on the last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/versions.env
@@ -80,5 +80,20 @@ if need minio; then
   log "building minio $MINIO_VERSION"
   GOBIN="$bin" GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
 fi
+
+if need fake-gcs-server; then
+  log "building fake-gcs-server $FAKE_GCS_VERSION"
+  GOBIN="$bin" GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" "github.com/fsouza/fake-gcs-server@$FAKE_GCS_VERSION"
+fi
+
+# Azurite (the Azure Storage emulator) is a Node.js program: installed from npm once per version
+# into the cache, and linked into the bin directory like the Go binaries.
+azurite_dir="$cache_root/azurite-$AZURITE_VERSION"
+if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
+  log "installing azurite $AZURITE_VERSION from npm"
+  mkdir -p "$azurite_dir"
+  npm install --no-audit --no-fund --loglevel=error --prefix "$azurite_dir" "azurite@$AZURITE_VERSION" >&2
+fi
+ln -sfn "$azurite_dir/node_modules/.bin/azurite-blob" "$bin/azurite-blob"
 
 echo "$bin"

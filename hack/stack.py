@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The local test stack: a real Kubernetes control plane, a node, MariaDB and MinIO.
+"""The local test stack: a real Kubernetes control plane, a node, MariaDB, MinIO, Azurite and fake-gcs-server.
 
 The node is chosen by MBO_NODE: `process` (default) is hack/kubelet.py, the process kubelet;
 `real` is the upstream kubelet and kube-proxy with containerd, runc and a CNI bridge running the
@@ -14,6 +14,7 @@ The stack description (ports, credentials, kubeconfig) is written to `<state>/en
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -46,6 +47,8 @@ COMPONENTS = [
     "kubelet",
     "mariadb",
     "minio",
+    "azurite",
+    "fake-gcs",
 ]
 REAL_COMPONENTS = [
     "etcd",
@@ -57,6 +60,8 @@ REAL_COMPONENTS = [
     "kube-proxy",
     "mariadb",
     "minio",
+    "azurite",
+    "fake-gcs",
 ]
 NODE_MODES = ("process", "real")
 
@@ -630,6 +635,66 @@ def start_minio(sd: Path, bins: Path, env: dict[str, Any]) -> None:
     wait_for("minio", lambda: http_ok(f"{s3['endpoint']}/minio/health/ready"), 60, sd, "minio")
 
 
+def start_azurite(sd: Path, bins: Path, env: dict[str, Any]) -> None:
+    """Azurite's blob service with a generated account (not the public well-known dev key)."""
+    az = env["azure"]
+    (sd / "azurite").mkdir(parents=True, exist_ok=True)
+    start(
+        sd,
+        "azurite",
+        [
+            str(bins / "azurite-blob"),
+            "--blobHost",
+            env.get("host", "127.0.0.1"),
+            "--blobPort",
+            str(az["port"]),
+            "--location",
+            str(sd / "azurite"),
+            # The Python SDK may speak a newer service version than this Azurite knows.
+            "--skipApiVersionCheck",
+            "--disableProductStyleUrl",
+            "--silent",
+        ],
+        env={"AZURITE_ACCOUNTS": f"{az['account']}:{az['key']}"},
+    )
+    wait_for("azurite", lambda: _tcp_open(env.get("host", "127.0.0.1"), az["port"]), 60, sd, "azurite")
+
+
+def start_fake_gcs(sd: Path, bins: Path, env: dict[str, Any]) -> None:
+    gcs = env["gcs"]
+    (sd / "fake-gcs").mkdir(parents=True, exist_ok=True)
+    host = env.get("host", "127.0.0.1")
+    start(
+        sd,
+        "fake-gcs",
+        [
+            str(bins / "fake-gcs-server"),
+            "-scheme",
+            "http",
+            "-host",
+            host,
+            "-port",
+            str(gcs["port"]),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            str(sd / "fake-gcs"),
+            "-external-url",
+            gcs["endpoint"],
+            "-public-host",
+            f"{host}:{gcs['port']}",
+            "-log-level",
+            "warn",
+        ],
+    )
+    wait_for("fake-gcs-server", lambda: http_ok(f"{gcs['endpoint']}/storage/v1/b"), 60, sd, "fake-gcs")
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=2):
+        return True
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -648,13 +713,15 @@ def new_env(sd: Path, bins: Path, mode: str = "process") -> dict[str, Any]:
             "mariadb",
             "minio",
             "minio_console",
+            "azurite",
+            "fake_gcs",
             "kubelet_healthz",
             "kube_proxy_healthz",
             "kube_proxy_metrics",
         )
     }
     s3_port = ports["minio"]
-    return {
+    env: dict[str, Any] = {
         "state_dir": str(sd),
         "bin_dir": str(bins),
         "kubectl": str(bins / "kubectl"),
@@ -682,7 +749,17 @@ def new_env(sd: Path, bins: Path, mode: str = "process") -> dict[str, Any]:
             "secret_key": secrets.token_urlsafe(24),
             "server": "minio",
         },
+        # Azurite: a generated account name and key; blob URLs are path style, /<account>/<container>.
+        "azure": {
+            "port": ports["azurite"],
+            "account": "mbo" + secrets.token_hex(4),
+            "key": base64.b64encode(secrets.token_bytes(64)).decode(),
+            "endpoint": "",
+        },
+        "gcs": {"port": ports["fake_gcs"], "endpoint": f"http://{host}:{ports['fake_gcs']}"},
     }
+    env["azure"]["endpoint"] = f"http://{host}:{ports['azurite']}/{env['azure']['account']}"
+    return env
 
 
 def write_env(sd: Path, env: dict[str, Any]) -> None:
@@ -749,6 +826,8 @@ def cmd_up(_: argparse.Namespace) -> None:
         start_kubelet(sd, env)
     start_mariadb(sd, env)
     start_minio(sd, bins, env)
+    start_azurite(sd, bins, env)
+    start_fake_gcs(sd, bins, env)
     log(f"stack up in {time.monotonic() - t0:.1f}s; KUBECONFIG={env['kubeconfig']}")
     print(sd / "env.json")
 

@@ -26,6 +26,7 @@ from .api import (
 )
 from .api.backup import WHOLE, BackupScope, Trigger
 from .api.policy import PolicySpec, SecretKeyRef
+from .backends import CA_MOUNT, Target
 from .contract.config import ENCRYPTION_FORMAT, ENV_ENCRYPTION_KEY, ENV_SSE_CUSTOMER_KEY, LAYOUT_PER_TABLE
 from .contract.keys import ENCRYPTED_SUFFIX
 
@@ -33,7 +34,6 @@ AGENT_CONTAINER = "agent"
 AGENT_UID = 65532
 # Exit codes the agent uses: 2 means "retrying cannot help" and fails the Job at once.
 EXIT_PERMANENT = 2
-CA_MOUNT = "/etc/mysql-backup/ca"
 # Scratch space (the 0600 option file) on a small emptyDir, since the root filesystem is read-only.
 # Deliberately not /tmp: nothing is gained by hiding whatever the image keeps there.
 SCRATCH = "/var/lib/mysql-backup-agent"
@@ -50,7 +50,6 @@ class Owner:
 
 def agent_connection_config(policy: PolicySpec) -> dict[str, Any]:
     db = policy.database
-    s3 = policy.s3
     return {
         "database": {
             "host": db.host,
@@ -62,20 +61,17 @@ def agent_connection_config(policy: PolicySpec) -> dict[str, Any]:
                 "caFile": f"{CA_MOUNT}/db/{db.tls_ca.key}" if db.tls_ca else None,
             },
         },
-        "storage": {
-            "bucket": s3.bucket,
-            "endpoint": s3.endpoint,
-            "region": s3.region,
-            "forcePathStyle": s3.force_path_style,
-            "caFile": f"{CA_MOUNT}/s3/{s3.ca_bundle.key}" if s3.ca_bundle else None,
-            **({"serverSideEncryption": _sse_config(policy)} if s3.sse_mode else {}),
-        },
+        "storage": {**Target.of(policy).agent_config(), **_sse_config(policy)},
     }
 
 
 def _sse_config(policy: PolicySpec) -> dict[str, Any]:
-    """The non-secret part of S3 server-side encryption; an SSE-C key arrives as its own env var."""
-    return {"mode": policy.s3.sse_mode, "kmsKeyId": policy.s3.sse_kms_key_id}
+    """The non-secret part of S3 server-side encryption (none for other backends); an SSE-C key
+    arrives as its own env var."""
+    s3 = policy.s3
+    if s3 is None or not s3.sse_mode:
+        return {}
+    return {"serverSideEncryption": {"mode": s3.sse_mode, "kmsKeyId": s3.sse_kms_key_id}}
 
 
 def extra_secret_refs(policy: PolicySpec) -> list[tuple[str, SecretKeyRef]]:
@@ -85,35 +81,26 @@ def extra_secret_refs(policy: PolicySpec) -> list[tuple[str, SecretKeyRef]]:
     refs: list[tuple[str, SecretKeyRef]] = []
     if policy.encryption_key:
         refs.append((ENV_ENCRYPTION_KEY, policy.encryption_key))
-    if policy.s3.sse_customer_key:
+    if policy.s3 is not None and policy.s3.sse_customer_key:
         refs.append((ENV_SSE_CUSTOMER_KEY, policy.s3.sse_customer_key))
     return refs
 
 
 def _secret_env(policy: PolicySpec) -> list[dict[str, Any]]:
-    s3 = policy.s3
+    def ref(name: str, key: str) -> dict[str, Any]:
+        return {"valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
 
-    def ref(name: str, key: str, optional: bool = False) -> dict[str, Any]:
-        r: dict[str, Any] = {"name": name, "key": key}
-        if optional:
-            r["optional"] = True
-        return {"valueFrom": {"secretKeyRef": r}}
-
-    env = [
+    return [
         {"name": "MBO_DB_PASSWORD", **ref(policy.database.password.name, policy.database.password.key)},
-        {"name": "AWS_ACCESS_KEY_ID", **ref(s3.credentials_secret, s3.access_key_id_key)},
-        {"name": "AWS_SECRET_ACCESS_KEY", **ref(s3.credentials_secret, s3.secret_access_key_key)},
+        *({"name": e.env, **ref(e.secret, e.key)} for e in Target.of(policy).secret_env),
+        *({"name": var, **ref(r.name, r.key)} for var, r in extra_secret_refs(policy)),
     ]
-    if s3.session_token_key:
-        env.append({"name": "AWS_SESSION_TOKEN", **ref(s3.credentials_secret, s3.session_token_key)})
-    env += [{"name": var, **ref(r.name, r.key)} for var, r in extra_secret_refs(policy)]
-    return env
 
 
 def _ca_volumes(policy: PolicySpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     vols: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH}]
-    for label, ref in (("db", policy.database.tls_ca), ("s3", policy.s3.ca_bundle)):
+    for label, ref in (("db", policy.database.tls_ca), ("s3", Target.of(policy).ca)):
         if ref is None:
             continue
         vols.append({"name": f"ca-{label}", "secret": {"secretName": ref.name, "defaultMode": 0o444}})
@@ -253,7 +240,7 @@ def render_backup_job(
     scope: BackupScope = WHOLE,
 ) -> dict[str, Any]:
     directory = naming.storage_dir(
-        prefix=policy.s3.prefix, namespace=namespace, policy=policy.name, backup=backup_name, uid=backup_uid
+        prefix=Target.of(policy).prefix, namespace=namespace, policy=policy.name, backup=backup_name, uid=backup_uid
     )
     cfg = agent_connection_config(policy)
     suffix = ENCRYPTED_SUFFIX if policy.encryption_key else ""

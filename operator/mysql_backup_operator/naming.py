@@ -13,6 +13,8 @@ import hashlib
 from .contract.keys import dump_key as dump_key
 from .contract.keys import manifest_key as manifest_key
 from .contract.keys import storage_dir as storage_dir
+from .contract.store import object_url as object_url
+from .contract.store import parse_object_url as parse_object_url
 
 MAX_LABEL_VALUE = 63
 
@@ -57,9 +59,8 @@ def s3_url(bucket: str, key: str) -> str:
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
-    if not url.startswith("s3://") or "/" not in url[5:]:
-        raise ValueError(f"not an s3:// URL: {url!r}")
-    bucket, key = url[5:].split("/", 1)
+    """(bucket, key) of an s3://, azblob:// or gs:// location (the name predates Azure and GCS)."""
+    _, bucket, key = parse_object_url(url)
     return bucket, key
 
 

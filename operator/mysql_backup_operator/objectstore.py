@@ -11,15 +11,25 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .api.policy import PolicySpec
+from .backends import Target
+from .contract import config as cc
 from .contract import manifest as mf
 from .contract import result as res
 from .contract.config import StorageConfig
 from .contract.keys import directory_of, is_manifest
-from .contract.s3 import client as s3_client
+from .contract.store import SCHEMES, Backend, ObjectStore, describe, missing, object_url, open_store
+
+# Azure/GCS credentials in status.storage: which key of the Secret feeds which agent env var.
+STATUS_KEYS = {
+    cc.ENV_AZURE_CONNECTION_STRING: "connectionStringKey",
+    cc.ENV_AZURE_ACCOUNT_KEY: "accountKeyKey",
+    cc.ENV_AZURE_SAS_TOKEN: "sasTokenKey",
+    cc.ENV_GCS_CREDENTIALS: "serviceAccountKey",
+}
 
 
 class StorageError(Exception):
@@ -33,7 +43,13 @@ class StorageError(Exception):
 
 @dataclass(frozen=True)
 class Location:
-    """Everything needed to reach one Backup's objects, as stored in `status.storage`."""
+    """Everything needed to reach one Backup's objects, as stored in `status.storage`.
+
+    The S3 fields keep their names from before Azure and GCS, so statuses written by an older
+    operator still read; the other backends add `backend`, the names of their keys in the
+    credentials Secret (`connectionStringKey`, `accountKeyKey`, `sasTokenKey`, `serviceAccountKey`)
+    and their own settings.
+    """
 
     bucket: str
     dump_key: str
@@ -47,22 +63,40 @@ class Location:
     session_token_key: str | None
     ca_secret: str | None = None
     ca_key: str | None = None
+    backend: Backend = Backend.S3
+    credential_keys: Mapping[str, str] = field(default_factory=dict)  # agent env var -> key in the Secret
+    account_name: str | None = None
+    project: str | None = None
+
+    def url(self, key: str) -> str:
+        return object_url(self.backend, self.bucket, key)
 
     def to_status(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "bucket": self.bucket,
             "dumpKey": self.dump_key,
             "manifestKey": self.manifest_key,
             "endpoint": self.endpoint,
-            "region": self.region,
-            "forcePathStyle": self.force_path_style,
             "credentialsSecret": self.secret,
-            "accessKeyIdKey": self.access_key_id_key,
-            "secretAccessKeyKey": self.secret_access_key_key,
-            "sessionTokenKey": self.session_token_key,
-            "caSecret": self.ca_secret,
-            "caKey": self.ca_key,
         }
+        if self.backend == Backend.S3:
+            d |= {
+                "region": self.region,
+                "forcePathStyle": self.force_path_style,
+                "accessKeyIdKey": self.access_key_id_key,
+                "secretAccessKeyKey": self.secret_access_key_key,
+                "sessionTokenKey": self.session_token_key,
+                "caSecret": self.ca_secret,
+                "caKey": self.ca_key,
+            }
+        else:
+            d |= {
+                "backend": str(self.backend),
+                **{STATUS_KEYS[env]: key for env, key in self.credential_keys.items()},
+                "accountName": self.account_name,
+                "project": self.project,
+            }
+        return d
 
     @staticmethod
     def from_status(d: Mapping[str, Any]) -> Location:
@@ -73,36 +107,74 @@ class Location:
             endpoint=d.get("endpoint"),
             region=d.get("region") or "us-east-1",
             force_path_style=bool(d.get("forcePathStyle")),
-            secret=d["credentialsSecret"],
+            secret=d.get("credentialsSecret") or "",
             access_key_id_key=d.get("accessKeyIdKey") or "AWS_ACCESS_KEY_ID",
             secret_access_key_key=d.get("secretAccessKeyKey") or "AWS_SECRET_ACCESS_KEY",
             session_token_key=d.get("sessionTokenKey"),
             ca_secret=d.get("caSecret"),
             ca_key=d.get("caKey"),
+            backend=Backend(d.get("backend") or "s3"),
+            credential_keys={env: d[name] for env, name in STATUS_KEYS.items() if d.get(name)},
+            account_name=d.get("accountName"),
+            project=d.get("project"),
         )
 
     @staticmethod
     def for_policy(policy: PolicySpec, dump_key: str, manifest_key: str) -> Location:
-        s3 = policy.s3
+        t = Target.of(policy)
+        keys = {e.env: e.key for e in t.secret_env}
         return Location(
-            bucket=s3.bucket,
+            bucket=t.bucket,
             dump_key=dump_key,
             manifest_key=manifest_key,
-            endpoint=s3.endpoint,
-            region=s3.region,
-            force_path_style=s3.force_path_style,
-            secret=s3.credentials_secret,
-            access_key_id_key=s3.access_key_id_key,
-            secret_access_key_key=s3.secret_access_key_key,
-            session_token_key=s3.session_token_key,
-            ca_secret=s3.ca_bundle.name if s3.ca_bundle else None,
-            ca_key=s3.ca_bundle.key if s3.ca_bundle else None,
+            endpoint=t.endpoint,
+            region=str(t.settings.get("region") or "us-east-1"),
+            force_path_style=bool(t.settings.get("forcePathStyle")),
+            secret=t.secret or "",
+            access_key_id_key=keys.get(cc.ENV_ACCESS_KEY_ID, "AWS_ACCESS_KEY_ID"),
+            secret_access_key_key=keys.get(cc.ENV_SECRET_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY"),
+            session_token_key=keys.get(cc.ENV_SESSION_TOKEN),
+            ca_secret=t.ca.name if t.ca else None,
+            ca_key=t.ca.key if t.ca else None,
+            backend=t.backend,
+            credential_keys={} if t.backend == Backend.S3 else keys,
+            account_name=t.settings.get("accountName"),
+            project=t.settings.get("project"),
         )
 
+    def config(self, secret: Mapping[str, str], ca_file: str | None) -> StorageConfig:
+        """The StorageConfig the agent would build, from the credentials Secret's values."""
+        if self.backend == Backend.S3:
+            values = {
+                cc.ENV_ACCESS_KEY_ID: secret[self.access_key_id_key],
+                cc.ENV_SECRET_ACCESS_KEY: secret[self.secret_access_key_key],
+            }
+            if self.session_token_key:
+                values[cc.ENV_SESSION_TOKEN] = secret.get(self.session_token_key) or ""
+        else:
+            values = {env: secret[key] for env, key in self.credential_keys.items()}
+        raw = {
+            "storage": {
+                "backend": str(self.backend),
+                "bucket": self.bucket,
+                "dumpKey": self.dump_key,
+                "manifestKey": self.manifest_key,
+                "endpoint": self.endpoint,
+                "region": self.region,
+                "forcePathStyle": self.force_path_style,
+                "caFile": ca_file,
+                "accountName": self.account_name,
+                "project": self.project,
+            }
+        }
+        return cc.load({cc.ENV_CONFIG: json.dumps(raw), **values}).storage
 
-def result_from_manifest(bucket: str, manifest_key: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+
+def result_from_manifest(
+    bucket: str, manifest_key: str, manifest: Mapping[str, Any], *, backend: Backend = Backend.S3
+) -> dict[str, Any]:
     """A Backup's result fields, as the agent would have reported them, read back from its manifest (v1 or v2)."""
-    return res.result_from_manifest(bucket, manifest_key, mf.parse(manifest))
+    return res.result_from_manifest(bucket, manifest_key, mf.parse(manifest), scheme=SCHEMES[backend])
 
 
 def manifest_keys(manifest: Mapping[str, Any]) -> list[str]:
@@ -114,53 +186,50 @@ def manifest_keys(manifest: Mapping[str, Any]) -> list[str]:
 
 
 def _error(e: Exception, what: str) -> StorageError:
-    response = getattr(e, "response", None)
-    code = ""
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
-    missing = code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
-    return StorageError(f"{what}: {code or type(e).__name__}", missing=missing)
+    """Only the error code and type: an SDK's full text can carry a URL with a SAS token in it."""
+    return StorageError(f"{what}: {describe(e)}", missing=missing(e))
 
 
 class Store:
-    """A boto3 client for one bucket, built from a Location and the credentials Secret's values."""
+    """The operator's view of one bucket/container, on any backend, built from a Location and the
+    credentials Secret's values. Every failure is a StorageError with a secret-free message."""
 
     def __init__(self, loc: Location, secret: Mapping[str, str], ca_pem: str | None = None) -> None:
         self.bucket = loc.bucket
+        self.location = loc
         self._ca_file: str | None = None
         if ca_pem:
             fd, self._ca_file = tempfile.mkstemp(prefix="mbo-ca-", suffix=".pem")
             with os.fdopen(fd, "w") as f:
                 f.write(ca_pem)
         try:
-            cfg = StorageConfig(
-                bucket=loc.bucket,
-                dump_key=loc.dump_key,
-                manifest_key=loc.manifest_key,
-                endpoint=loc.endpoint,
-                region=loc.region,
-                force_path_style=loc.force_path_style,
-                ca_file=self._ca_file,
-                access_key_id=secret[loc.access_key_id_key],
-                secret_access_key=secret[loc.secret_access_key_key],
-                session_token=secret.get(loc.session_token_key) if loc.session_token_key else None,
-            )
+            cfg = loc.config(secret, self._ca_file)
         except KeyError as e:
+            self.close()
             raise StorageError(f"credentials Secret {loc.secret} has no key {e}") from None
-        self.s3 = s3_client(cfg)
+        try:
+            self.objects: ObjectStore = open_store(cfg)
+        except Exception as e:
+            self.close()
+            raise StorageError(f"cannot open {loc.url('')}: {describe(e)}") from None
 
     def close(self) -> None:
         if self._ca_file:
             os.unlink(self._ca_file)
+            self._ca_file = None
+        objects = getattr(self, "objects", None)
+        if objects is not None:
+            objects.close()
+
+    def url(self, key: str) -> str:
+        return self.location.url(key)
 
     def delete(self, key: str) -> None:
-        """Deleting a missing key is success (S3 semantics), so a retried deletion is idempotent."""
+        """Deleting a missing key is success, so a retried deletion is idempotent."""
         try:
-            self.s3.delete_object(Bucket=self.bucket, Key=key)
+            self.objects.delete(key)
         except Exception as e:
-            err = _error(e, f"delete s3://{self.bucket}/{key}")
-            if not err.missing:
-                raise err from None
+            raise _error(e, f"delete {self.url(key)}") from None
 
     def delete_backup(self, *, manifest_key: str, dump_key: str) -> list[str]:
         """Deletes one backup: its manifest first (so nothing half-deleted looks complete), then
@@ -177,12 +246,9 @@ class Store:
 
     def list(self, prefix: str) -> Iterator[str]:
         try:
-            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            for page in pages:
-                for o in page.get("Contents", []):
-                    yield o["Key"]
+            yield from self.objects.list(prefix)
         except Exception as e:
-            raise _error(e, f"list s3://{self.bucket}/{prefix}") from None
+            raise _error(e, f"list {self.url(prefix)}") from None
 
     def holds_all_of(self, manifest: Mapping[str, Any]) -> bool:
         """Every object the manifest (v1 or v2) lists is there with its recorded size: only then
@@ -198,21 +264,24 @@ class Store:
 
     def size(self, key: str) -> int | None:
         try:
-            return int(self.s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+            return self.objects.size(key)
         except Exception as e:
-            err = _error(e, f"head s3://{self.bucket}/{key}")
-            if err.missing or "404" in str(e):
-                return None
-            raise err from None
+            raise _error(e, f"head {self.url(key)}") from None
 
     def manifests(self, prefix: str) -> Iterator[str]:
         return (k for k in self.list(prefix) if is_manifest(k))
 
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self.objects.put(key, data, content_type="application/json")
+        except Exception as e:
+            raise _error(e, f"put {self.url(key)}") from None
+
     def read_json(self, key: str) -> dict[str, Any] | None:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            body = self.objects.get(key)
         except Exception as e:
-            raise _error(e, f"get s3://{self.bucket}/{key}") from None
+            raise _error(e, f"get {self.url(key)}") from None
         try:
             data = json.loads(body)
         except ValueError:

@@ -20,6 +20,7 @@ import pytest
 from botocore.config import Config
 from kubernetes import client
 
+from tests.e2e import backends
 from tests.stackenv import REPO, Stack, eventually, runs_in_stack_pod
 
 GROUP, VERSION = "mysqlbackup.dev", "v1alpha1"
@@ -215,6 +216,8 @@ class Env:
     namespace: str
     database: str
     bucket: str
+    backend: str = "s3"  # or backends.AZURE / backends.GCS (the `env` fixture's indirect param)
+    credentials: str = ""  # the backend's credential mode (backends.AZURE_MODES, GCS_MODES)
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -273,7 +276,9 @@ class Env:
                     "forcePathStyle": True,
                     "credentialsSecretRef": {"name": "s3-credentials"},
                 }
-            },
+            }
+            if self.backend == "s3"
+            else backends.storage_spec(self.stack, self.backend, self.credentials, self.bucket, self.secret),
             "jobTemplate": {"activeDeadlineSeconds": 300},
             **spec,
         }
@@ -329,9 +334,32 @@ class Env:
         return out
 
     def objects(self, prefix: str = "") -> dict[str, int]:
+        if self.backend != "s3":
+            return backends.objects(self.stack, self.backend, self.bucket, prefix)
         s3 = s3_client(self.stack)
         res = s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         return {o["Key"]: o["Size"] for o in res.get("Contents", [])}
+
+    def storage_secrets(self) -> list[str]:
+        """The storage credentials a leak check looks for (call after `policy()`)."""
+        if self.backend == "s3":
+            return [self.stack.s3["secret_key"]]
+        return backends.secret_values(self)
+
+    def read_object(self, key: str) -> bytes:
+        if self.backend != "s3":
+            return backends.read(self.stack, self.backend, self.bucket, key)
+        return bytes(s3_client(self.stack).get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def write_object(self, key: str, data: bytes) -> None:
+        if self.backend != "s3":
+            return backends.write(self.stack, self.backend, self.bucket, key, data)
+        s3_client(self.stack).put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def delete_object(self, key: str) -> None:
+        if self.backend != "s3":
+            return backends.delete(self.stack, self.backend, self.bucket, key)
+        s3_client(self.stack).delete_object(Bucket=self.bucket, Key=key)
 
 
 SAMPLE_SCHEMA = [
@@ -390,12 +418,22 @@ def load_sample_data(stack: Stack, database: str, *, rows: int = 200) -> None:
 
 
 @pytest.fixture
-def env(stack: Stack, api: Any, namespace: str, operator: OperatorProcess) -> Iterator[Env]:
+def env(
+    request: pytest.FixtureRequest, stack: Stack, api: Any, namespace: str, operator: OperatorProcess
+) -> Iterator[Env]:
+    """A namespace, a database with data and an empty bucket. S3 unless the test parametrizes it
+    indirectly with "azureBlob[:mode]" or "gcs[:mode]" (see tests/e2e/backends.py)."""
     database = "shop_" + namespace.replace("-", "_")
     bucket = "bk-" + namespace
-    s3_client(stack).create_bucket(Bucket=bucket)
+    backend, mode = backends.split(getattr(request, "param", "s3"))
+    if backend == "s3":
+        s3_client(stack).create_bucket(Bucket=bucket)
+    else:
+        backends.create_bucket(stack, backend, bucket)
     load_sample_data(stack, database)
-    yield Env(stack=stack, api=api, namespace=namespace, database=database, bucket=bucket)
+    yield Env(
+        stack=stack, api=api, namespace=namespace, database=database, bucket=bucket, backend=backend, credentials=mode
+    )
     if not os.environ.get("MBO_KEEP_NAMESPACES"):
         with contextlib.suppress(Exception):
             db_connect(stack).cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")

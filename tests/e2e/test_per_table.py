@@ -110,8 +110,8 @@ def _state(env: Env) -> dict[str, Any]:
 
 def _manifest(env: Env, backup: str) -> dict[str, Any]:
     st = env.get("backups", backup)["status"]
-    _, key = st["manifestLocation"][5:].split("/", 1)
-    return dict(json.loads(s3_client(env.stack).get_object(Bucket=env.bucket, Key=key)["Body"].read()))
+    key = st["manifestLocation"].split("/", 3)[3]  # s3://, azblob:// or gs://<bucket>/<key>
+    return dict(json.loads(env.read_object(key)))
 
 
 def _per_table_policy(env: Env) -> None:

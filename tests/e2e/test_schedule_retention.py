@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import GROUP, VERSION, Env, OperatorProcess, s3_client
+from tests.e2e.conftest import GROUP, VERSION, Env, OperatorProcess
 from tests.stackenv import REPO, eventually
 
 pytestmark = pytest.mark.stack
@@ -226,7 +226,7 @@ def test_recovery_from_storage_and_data_missing(env: Env) -> None:
     assert env.checksums() == before
 
     # Objects vanish from storage: the Backup says so, and no Restore of it is attempted.
-    s3_client(env.stack).delete_object(Bucket=env.bucket, Key=dump_key(env.get("backups", "b")))
+    env.delete_object(dump_key(env.get("backups", "b")))
 
     def data_missing() -> bool:
         conds = env.get("backups", "b")["status"].get("conditions") or []

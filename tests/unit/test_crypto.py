@@ -382,7 +382,11 @@ class BodyS3:
 
 
 def test_restore_verification_pass_reasons() -> None:
-    from mysql_backup_operator.agent.cli import _verify_key
+    from mysql_backup_operator.agent.cli import _verify_key as verify_key
+    from mysql_backup_operator.contract.store_s3 import S3Store
+
+    def _verify_key(s3: Any, bucket: str, o: mf.ManifestObject, *, identity: Any) -> None:
+        verify_key(S3Store.from_client(s3, bucket), o, identity=identity)
 
     good = encrypt(zstandard.ZstdCompressor().compress(os.urandom(100_000)))
     at = len(good) - 20  # inside the last chunk's payload
@@ -427,3 +431,22 @@ def test_a_failing_dump_stream_stops_the_encryption_stage_without_hanging() -> N
         )
     with pytest.raises(AgentError):  # what was stored never authenticates as a complete object
         crypto.verify(chunks(bytes(stored)), IDENT, what="partial")
+
+
+def test_the_s3_store_sends_sse_c_with_data_objects_only() -> None:
+    from mysql_backup_operator.contract.store_s3 import S3Store
+
+    key = b"q" * 32
+    store = S3Store(storage_cfg(sse_mode="SSE-C", sse_customer_key=base64.b64encode(key).decode()))
+    rec = RecordingS3()
+    rec.put_object = lambda **kw: rec.calls.append(("put", kw))  # type: ignore[attr-defined]
+    store.s3 = rec
+    w = store.writer("d/dump.sql.zst.age")
+    w.write(b"data")
+    w.complete()
+    assert b"".join(store.iter("d/dump.sql.zst.age")) == b"data"
+    store.put("d/manifest.json", b"{}")
+    by = {name: kw for name, kw in rec.calls}
+    assert by["create"]["SSECustomerKey"] == key and by["part"]["SSECustomerKey"] == key
+    assert by["get"]["SSECustomerKey"] == key
+    assert "SSECustomerKey" not in by["put"]  # the manifest stays readable without the customer key

@@ -12,6 +12,7 @@ import zstandard
 from mysql_backup_operator.agent.pipeline import SplitUpload
 from mysql_backup_operator.api import Compression
 from mysql_backup_operator.contract.manifest import ObjectKind
+from mysql_backup_operator.contract.store_s3 import S3Store
 
 DUMP = (Path(__file__).parent / "data" / "awkward-dump.sql").read_bytes()
 
@@ -45,7 +46,7 @@ class FakeBucket:
 
 def test_objects_decompress_to_the_dump_and_match_their_manifest_entries() -> None:
     bucket = FakeBucket()
-    up = SplitUpload(s3=bucket, bucket="b", directory="d", kind=Compression.ZSTD, level=3, metadata={})
+    up = SplitUpload(store=S3Store.from_client(bucket, "b"), directory="d", kind=Compression.ZSTD, level=3, metadata={})
     stats = up.stream(io.BufferedReader(io.BytesIO(DUMP)))  # type: ignore[arg-type]
     objects = up.finish()
     assert stats.raw_bytes == len(DUMP) and b"-- Dump completed" in stats.tail
@@ -67,7 +68,7 @@ def test_objects_decompress_to_the_dump_and_match_their_manifest_entries() -> No
 
 def test_a_failure_leaves_nothing_behind() -> None:
     bucket = FakeBucket(fail_key_part="awk2.base")
-    up = SplitUpload(s3=bucket, bucket="b", directory="d", kind=Compression.ZSTD, level=3, metadata={})
+    up = SplitUpload(store=S3Store.from_client(bucket, "b"), directory="d", kind=Compression.ZSTD, level=3, metadata={})
     with pytest.raises(RuntimeError, match="boom"):
         up.stream(io.BufferedReader(io.BytesIO(DUMP)))  # type: ignore[arg-type]
         up.finish()

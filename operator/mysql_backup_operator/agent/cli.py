@@ -33,6 +33,7 @@ from ..contract import manifest as mf
 from ..contract import result as res
 from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
 from ..contract.keys import directory_of
+from ..contract.store import SCHEMES, ObjectStore, is_sdk_error
 from . import binlog, crypto, errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
@@ -211,7 +212,7 @@ class StderrTail:
 
 
 def _is_storage_error(e: BaseException) -> bool:
-    return type(e).__module__.startswith(("botocore", "boto3", "urllib3", "s3transfer"))
+    return is_sdk_error(e)
 
 
 def _kill(proc: subprocess.Popen[bytes] | None) -> None:
@@ -224,27 +225,19 @@ def _kill(proc: subprocess.Popen[bytes] | None) -> None:
 # ----------------------------------------------------------------------------- backup
 
 
-def _sse(cfg: AgentConfig) -> storage.SseParams:
-    try:
-        return storage.sse_params(cfg.storage)
-    except ValueError as e:
-        raise AgentError(Reason.STORAGE_ACCESS_DENIED, str(e), permanent=True) from None
-
-
 def backup(cfg: AgentConfig) -> dict[str, Any]:
     started = now()
     t0 = time.monotonic()
     # Key problems fail before the database is even asked anything.
     recipient, encryption = crypto.recipient_for(cfg.encryption_key) if cfg.encrypted else (None, None)
-    sse = _sse(cfg)
     meta = collect_metadata(cfg)
     t_meta = time.monotonic()
-    s3 = storage.client(cfg.storage)
+    store = storage.open_store(cfg.storage)
     compression = cfg.compression
     tmpdir = os.environ.get("TMPDIR", "/tmp")
     defaults = write_defaults_file(cfg.db, tmpdir)
     proc: subprocess.Popen[bytes] | None = None
-    writer: storage.MultipartWriter | None = None
+    writer: storage.Upload | None = None
     split: SplitUpload | None = None
     per_table = cfg.backup.get("layout") == LAYOUT_PER_TABLE
     try:
@@ -266,19 +259,15 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         try:
             if per_table:
                 split = SplitUpload(
-                    s3=s3,
-                    bucket=cfg.storage.bucket,
+                    store=store,
                     directory=directory_of(cfg.storage.manifest_key),
                     kind=compression,
                     level=level,
                     metadata=metadata,
                     recipient=recipient,
-                    sse=sse,
                 )
             else:
-                writer = storage.MultipartWriter(
-                    s3, cfg.storage.bucket, cfg.storage.dump_key, metadata=metadata, sse=sse
-                )
+                writer = store.writer(cfg.storage.dump_key, metadata=metadata)
         except Exception as e:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
         dump_out: io.BufferedReader | io.BytesIO
@@ -372,30 +361,27 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         encryption=encryption,
     )
     try:
-        s3.put_object(
-            Bucket=cfg.storage.bucket,
-            Key=cfg.storage.manifest_key,
-            Body=manifest.to_json(),
-            ContentType="application/json",
-            **sse.manifest,
-        )
+        store.put(cfg.storage.manifest_key, manifest.to_json(), content_type="application/json")
     except Exception as e:
         # A dump without its manifest is not a backup: remove it so nothing looks complete.
         for o in objects:
             with contextlib.suppress(Exception):
-                s3.delete_object(Bucket=cfg.storage.bucket, Key=o.key)
+                store.delete(o.key)
         raise errors.from_s3(e, what="backup manifest", missing_means_not_found=False) from None
     return res.BackupResult(
-        bucket=cfg.storage.bucket, manifest_key=cfg.storage.manifest_key, manifest=manifest
+        bucket=cfg.storage.bucket,
+        manifest_key=cfg.storage.manifest_key,
+        manifest=manifest,
+        scheme=SCHEMES[store.backend],
     ).to_dict()
 
 
 # ----------------------------------------------------------------------------- restore
 
 
-def read_manifest(cfg: AgentConfig, s3: Any) -> mf.Manifest:
+def read_manifest(cfg: AgentConfig, store: ObjectStore) -> mf.Manifest:
     try:
-        body = s3.get_object(Bucket=cfg.storage.bucket, Key=cfg.storage.manifest_key)["Body"].read()
+        body = store.get(cfg.storage.manifest_key)
     except Exception as e:
         raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
     try:
@@ -419,21 +405,13 @@ class _Hashing:
             yield chunk
 
 
-def _read_verified(
-    s3: Any,
-    bucket: str,
-    key: str,
-    *,
-    identity: Any | None,
-    sse: storage.SseParams | None,
-    check: Callable[[_Hashing], None],
-) -> bytes:
+def _read_verified(store: ObjectStore, key: str, *, identity: Any | None, check: Callable[[_Hashing], None]) -> bytes:
     """Reads a whole stored object once: `check` gets its sha256 and size and, when it is
     encrypted, it is decrypted to nowhere (authenticated: a wrong key, tampering or truncation is
     caught here, before anything touches the database). Returns the first plaintext bytes.
     A changed object reports ChecksumMismatch (the stored bytes differ from the manifest) rather
     than DecryptionFailed, so the reason says what happened to it."""
-    hashing = _Hashing(storage.iter_object(s3, bucket, key, sse=sse))
+    hashing = _Hashing(store.iter(key))
     try:
         if identity is None:
             for _ in hashing:
@@ -456,7 +434,7 @@ def _read_verified(
 
 
 def verify_object(
-    cfg: AgentConfig, s3: Any, expected: str, *, identity: Any | None = None, sse: storage.SseParams | None = None
+    cfg: AgentConfig, store: ObjectStore, expected: str, *, identity: Any | None = None
 ) -> tuple[int, bytes]:
     """Reads the whole stored object once and checks its sha256 before anything touches the database."""
     size = 0
@@ -472,7 +450,7 @@ def verify_object(
                 permanent=True,
             )
 
-    head = _read_verified(s3, cfg.storage.bucket, cfg.storage.dump_key, identity=identity, sse=sse, check=check)
+    head = _read_verified(store, cfg.storage.dump_key, identity=identity, check=check)
     return size, head
 
 
@@ -498,8 +476,8 @@ def _feed_sql(stdin: IO[bytes], chunks: Iterable[bytes], filt: DatabaseFilter | 
 def restore(cfg: AgentConfig) -> dict[str, Any]:
     started = now()
     t0 = time.monotonic()
-    s3 = storage.client(cfg.storage)
-    manifest = read_manifest(cfg, s3)
+    store = storage.open_store(cfg.storage)
+    manifest = read_manifest(cfg, store)
     expected = str(cfg.restore.get("expectedSha256") or manifest.sha256)
     if manifest.sha256 != expected:
         raise AgentError(
@@ -509,16 +487,15 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
         )
     # A wrong or missing key fails here, before any object is read.
     identity = crypto.identity_for(manifest.encryption, cfg.encryption_key)
-    sse = _sse(cfg)
     if len(manifest.objects) > 1 or manifest.primary.kind != mf.ObjectKind.DUMP:
-        return restore_per_table(cfg, s3, manifest, started=started, t0=t0, identity=identity, sse=sse)
+        return restore_per_table(cfg, store, manifest, started=started, t0=t0, identity=identity)
     if cfg.restore.get("tables"):
         raise AgentError(
             Reason.RESTORE_FAILED,
             "spec.tables needs a backup taken with layout perTable; this one is a single object",
             permanent=True,
         )
-    size, head = verify_object(cfg, s3, expected, identity=identity, sse=sse)
+    size, head = verify_object(cfg, store, expected, identity=identity)
     declared = manifest.compression
     detected = detect_compression(head)
     if declared != Compression.NONE and detected != declared:
@@ -542,10 +519,8 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
         assert proc.stdin is not None and proc.stderr is not None
         err = StderrTail(proc.stderr)
         try:
-            stored = storage.iter_object(s3, cfg.storage.bucket, cfg.storage.dump_key, sse=sse)
-            stream: Iterator[bytes] = decompress(
-                crypto.maybe_decrypt(stored, identity, what=cfg.storage.dump_key), declared
-            )
+            stored = crypto.maybe_decrypt(store.iter(cfg.storage.dump_key), identity, what=cfg.storage.dump_key)
+            stream: Iterator[bytes] = decompress(stored, declared)
             applied = _feed_sql(proc.stdin, stream, filt)
         except AgentError:
             raise
@@ -581,9 +556,7 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- per-table restore
 
 
-def _verify_key(
-    s3: Any, bucket: str, o: mf.ManifestObject, *, identity: Any | None = None, sse: storage.SseParams | None = None
-) -> None:
+def _verify_key(store: ObjectStore, o: mf.ManifestObject, *, identity: Any | None = None) -> None:
     def check(h: _Hashing) -> None:
         sha, size = h.sha.hexdigest(), h.size
         if sha != o.sha256 or (o.stored_bytes is not None and size != o.stored_bytes):
@@ -594,7 +567,7 @@ def _verify_key(
                 permanent=True,
             )
 
-    _read_verified(s3, bucket, o.key, identity=identity, sse=sse, check=check)
+    _read_verified(store, o.key, identity=identity, check=check)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -637,16 +610,15 @@ class _Applier:
     def __init__(
         self,
         cfg: AgentConfig,
-        s3: Any,
+        store: ObjectStore,
         manifest: mf.Manifest,
         sel: Selection,
         defaults: str,
         *,
         identity: Any | None = None,
-        sse: storage.SseParams | None = None,
     ) -> None:
-        self.cfg, self.s3, self.manifest, self.sel = cfg, s3, manifest, sel
-        self.identity, self.sse = identity, sse
+        self.cfg, self.store, self.manifest, self.sel = cfg, store, manifest, sel
+        self.identity = identity
         self.argv = mysql_command(binary=client_binary("mariadb", "mysql"), defaults_file=defaults, db=cfg.db)
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.lock = threading.Lock()
@@ -668,9 +640,8 @@ class _Applier:
             # Each of the `parallelism` streams holds one read and its decompressed output at a time.
             # 256 KiB reads took the pod peak from 131 to 113-116 MiB but both measured restores with
             # them were slower (noisy shared machine); 1 MiB gave the best measured speed-ups.
-            source = storage.iter_object(self.s3, self.cfg.storage.bucket, o.key, chunk=APPLY_CHUNK, sse=self.sse)
-            plain = crypto.maybe_decrypt(source, self.identity, what=o.key)
-            applied = _feed_sql(proc.stdin, decompress(plain, self.manifest.compression), filt)
+            source = crypto.maybe_decrypt(self.store.iter(o.key, chunk=APPLY_CHUNK), self.identity, what=o.key)
+            applied = _feed_sql(proc.stdin, decompress(source, self.manifest.compression), filt)
         except BrokenPipeError:
             pass  # mysql died while reading the prefix; its exit code and stderr tell why
         except AgentError:
@@ -699,13 +670,12 @@ class _Applier:
 
 def restore_per_table(
     cfg: AgentConfig,
-    s3: Any,
+    store: ObjectStore,
     manifest: mf.Manifest,
     *,
     started: dt.datetime,
     t0: float,
     identity: Any | None = None,
-    sse: storage.SseParams | None = None,
 ) -> dict[str, Any]:
     """Prologue, then the tables over `parallelism` concurrent mysql clients, then the epilogue.
 
@@ -717,11 +687,11 @@ def restore_per_table(
     sel = _selection(cfg, manifest)
     chosen = [o for o in manifest.objects if sel.wants(o)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="verify") as pool:
-        list(pool.map(lambda o: _verify_key(s3, cfg.storage.bucket, o, identity=identity, sse=sse), manifest.objects))
+        list(pool.map(lambda o: _verify_key(store, o, identity=identity), manifest.objects))
     t_verified = time.monotonic()
     connect(cfg).close()  # fail fast on credentials before streaming anything
     defaults = write_defaults_file(cfg.db, os.environ.get("TMPDIR", "/tmp"))
-    applier = _Applier(cfg, s3, manifest, sel, defaults, identity=identity, sse=sse)
+    applier = _Applier(cfg, store, manifest, sel, defaults, identity=identity)
     applied = 0
     try:
         prologue = [o for o in chosen if o.kind == mf.ObjectKind.PROLOGUE]

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterable
 
 from ..api import Reason
+from ..contract import store
 
 _PASSWORD_ASSIGN = re.compile(r"(?i)(password|passwd|secret|token|signature|credential)(\s*[=:]\s*)[^\s,;'\"]+")
 
@@ -80,43 +81,22 @@ def from_tool_stderr(stderr: str, code: int, *, tool: str, what: str) -> AgentEr
     return AgentError(reason, f"{tool} exited with {code}: {tail(stderr) or 'no output'}", permanent=True)
 
 
-_S3_DENIED = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AllAccessDisabled",
-    "InvalidToken",
-    "ExpiredToken",
-    "TokenRefreshRequired",
-    "AccountProblem",
-    "Forbidden",
-    "403",
-}
-_S3_FULL = {"XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded", "EntityTooLarge", "StorageFull"}
-_S3_MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "404", "NotFound"}
-
-
 def from_s3(exc: BaseException, *, what: str, missing_means_not_found: bool) -> AgentError:
-    """Classifies a boto3/botocore exception without importing botocore at module import time."""
-    name = type(exc).__name__
-    code = ""
-    status = 0
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
-        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    detail = f"{code or name}: {getattr(exc, 'message', None) or str(exc)}"
-    if code in _S3_DENIED or status == 403:
+    """Classifies an S3, Azure Blob or GCS SDK exception (contract.store.classify, which imports no SDK)."""
+    code, _ = store.error_code(exc)
+    detail = f"{code or type(exc).__name__}: {getattr(exc, 'message', None) or str(exc)}"
+    kind = store.classify(exc)
+    if kind == store.ErrorKind.DENIED:
         return AgentError(
             Reason.STORAGE_ACCESS_DENIED, f"{what}: object storage refused access ({detail})", permanent=True
         )
-    if code in _S3_FULL:
+    if kind == store.ErrorKind.FULL:
         return AgentError(Reason.INSUFFICIENT_STORAGE, f"{what}: object storage is full ({detail})", permanent=False)
-    if code in _S3_MISSING or status == 404:
+    if kind == store.ErrorKind.MISSING:
         if missing_means_not_found:
             return AgentError(Reason.BACKUP_NOT_FOUND, f"{what}: backup object not found ({detail})", permanent=True)
         return AgentError(Reason.STORAGE_UNAVAILABLE, f"{what}: bucket not found ({detail})", permanent=True)
-    if name in ("ReadTimeoutError", "ConnectTimeoutError"):
+    if kind == store.ErrorKind.TIMEOUT:
         return AgentError(Reason.TIMEOUT, f"{what}: object storage timed out ({detail})", permanent=False)
     return AgentError(Reason.STORAGE_UNAVAILABLE, f"{what}: object storage unavailable ({detail})", permanent=False)
 

@@ -11,9 +11,10 @@ others do; every pipe is bounded, so memory does not grow with the dump.
 The stages, in order: read (`chunks`: 256 KiB reads into one reused buffer) -> split (perTable
 only, `agent.split`, views, no copies) -> compress (zstd process, or in-process) -> stored-side
 stages (`crypto.stage`: age encryption when the policy has a key, else nothing; then
-`CompressedObject._stored`: hash + count, then upload) -> `storage.MultipartWriter` (parts
-upload on their own threads; a finished table's completion runs in the background while the
-next table streams).
+`CompressedObject._stored`: hash + count, then upload) -> the store's `Upload`
+(contract/store.py: S3 multipart parts, Azure staged blocks or GCS resumable chunks, uploading
+on their own threads; a finished table's completion runs in the background while the next
+table streams).
 
 Without a `zstd` binary (or for gzip/none) the in-process compressor is used, as before.
 """
@@ -39,7 +40,7 @@ from . import crypto
 from .errors import AgentError
 from .split import Dest, DumpSplitter, Piece, Unit
 from .sqlstream import Buffer, compressor
-from .storage import MultipartWriter, SseParams
+from .storage import ObjectStore
 
 READ_CHUNK = 1024 * 1024
 HEADER_SCAN = 256 * 1024
@@ -230,20 +231,18 @@ class CompressedObject:
     def __init__(
         self,
         *,
-        s3: Any,
-        bucket: str,
+        store: ObjectStore,
         key: str,
         kind: Compression,
         level: int | None,
         metadata: dict[str, str] | None = None,
         small: bool = False,
         recipient: Any | None = None,
-        sse: SseParams | None = None,
     ) -> None:
         """`small`: schema-only objects, compressed in-process and single-threaded (no zstd process).
-        `recipient`: encrypt (age) after compression. `sse`: S3 server-side encryption parameters."""
-        self.s3, self.bucket, self.key = s3, bucket, key
-        self.writer = MultipartWriter(s3, bucket, key, metadata=metadata, sse=sse)
+        `recipient`: encrypt (age) after compression."""
+        self.store, self.key = store, key
+        self.writer = store.writer(key, metadata=metadata)
         self.stats = StreamStats()
         self.out = crypto.stage(recipient, self._stored)
         self.finished = False
@@ -334,7 +333,7 @@ class CompressedObject:
         # Always, not only when finish() returned: SIGTERM can land after S3 completed the upload
         # but before we recorded it (seen in the killed-agent test). Deleting a missing key is a no-op.
         with contextlib.suppress(Exception):
-            self.s3.delete_object(Bucket=self.bucket, Key=self.key)
+            self.store.delete(self.key)
 
 
 class SplitUpload:
@@ -349,18 +348,16 @@ class SplitUpload:
     def __init__(
         self,
         *,
-        s3: Any,
-        bucket: str,
+        store: ObjectStore,
         directory: str,
         kind: Compression,
         level: int | None,
         metadata: dict[str, str],
         recipient: Any | None = None,
-        sse: SseParams | None = None,
     ) -> None:
-        self.s3, self.bucket, self.directory = s3, bucket, directory
+        self.store, self.directory = store, directory
         self.kind, self.level, self.metadata = kind, level, metadata
-        self.recipient, self.sse = recipient, sse
+        self.recipient = recipient
         self.suffix = crypto.SUFFIX if recipient is not None else ""
         self.splitter = DumpSplitter()
         self.raw = StreamStats()
@@ -377,15 +374,13 @@ class SplitUpload:
 
     def _open(self, key: str, *, small: bool = False) -> CompressedObject:
         return CompressedObject(
-            s3=self.s3,
-            bucket=self.bucket,
+            store=self.store,
             key=key + self.suffix,
             kind=self.kind,
             level=self.level,
             metadata=self.metadata,
             small=small,
             recipient=self.recipient,
-            sse=self.sse,
         )
 
     def _route(self, piece: Piece) -> None:

@@ -170,6 +170,15 @@ class StorageStatus:
     session_token_key: str | None = wire(nullable=True)
     ca_secret: str | None = wire(nullable=True)
     ca_key: str | None = wire(nullable=True)
+    # Azure Blob and GCS (docs/design-storage-backends.md); absent `backend` means s3, as
+    # in statuses written before those backends. Names of Secret keys only, never values.
+    backend: str | None = wire(extra={"enum": ["s3", "azureBlob", "gcs"]})
+    connection_string_key: str | None = wire(nullable=True)
+    account_key_key: str | None = wire(nullable=True)
+    sas_token_key: str | None = wire(nullable=True)
+    service_account_key: str | None = wire(nullable=True)
+    account_name: str | None = wire(nullable=True)
+    project: str | None = wire(nullable=True)
 
 
 @dataclass(frozen=True)

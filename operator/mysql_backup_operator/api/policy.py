@@ -27,6 +27,17 @@ from .common import (
 from .pitr import POLICY_SPEC_SCHEMA as PITR_SPEC_SCHEMA
 from .pitr import PitrSpec, PitrStatus, parse_pitr
 from .schema import obj, prop, rule, wire
+from .storage import (
+    AZURE_BLOB_SCHEMA,
+    GCS_SCHEMA,
+    ONE_BACKEND,
+    PITR_NEEDS_S3,
+    AzureBlobSpec,
+    GcsSpec,
+    chosen_backend,
+    parse_azure_blob,
+    parse_gcs,
+)
 from .timezones import TIME_ZONES
 
 DEFAULT_AGENT_IMAGE = "ghcr.io/mysql-backup-operator/mysql-backup-operator:0.1.0"
@@ -154,7 +165,7 @@ class PolicySpec:
     name: str
     namespace: str
     database: DatabaseSpec
-    s3: S3Spec
+    s3: S3Spec | None
     compression: Compression
     compression_level: int | None
     extra_dump_args: tuple[str, ...]
@@ -162,6 +173,8 @@ class PolicySpec:
     layout: str = DEFAULT_LAYOUT
     # backup.encryption.keySecretRef: the age identity file that encrypts (first key) and decrypts.
     encryption_key: SecretKeyRef | None = None
+    azure_blob: AzureBlobSpec | None = None
+    gcs: GcsSpec | None = None
     pitr: PitrSpec | None = None  # spec.pointInTimeRecovery (api/pitr.py)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -199,21 +212,13 @@ def parse_policy(
         tls_enabled=bool(tls.get("enabled", False)),
         tls_ca=_secret_key_ref(tls.get("caSecretRef"), DEFAULT_CA_KEY),
     )
-    s3raw = (spec.get("storage") or {}).get("s3") or {}
-    creds = required(s3raw, "credentialsSecretRef", "spec.storage.s3")
-    s3 = S3Spec(
-        bucket=str(required(s3raw, "bucket", "spec.storage.s3")),
-        prefix=str(s3raw.get("prefix") or "").strip("/"),
-        endpoint=s3raw.get("endpoint") or None,
-        region=str(s3raw.get("region") or DEFAULT_REGION),
-        force_path_style=bool(s3raw.get("forcePathStyle", False)),
-        credentials_secret=str(required(creds, "name", "spec.storage.s3.credentialsSecretRef")),
-        access_key_id_key=str(creds.get("accessKeyIdKey", DEFAULT_ACCESS_KEY_ID_KEY)),
-        secret_access_key_key=str(creds.get("secretAccessKeyKey", DEFAULT_SECRET_ACCESS_KEY_KEY)),
-        session_token_key=creds.get("sessionTokenKey") or None,
-        ca_bundle=_secret_key_ref(s3raw.get("caBundleSecretRef"), DEFAULT_CA_KEY),
-        **_sse(s3raw.get("serverSideEncryption")),
-    )
+    storage = spec.get("storage") or {}
+    backend = chosen_backend(storage)
+    s3 = _parse_s3(storage["s3"]) if backend == "s3" else None
+    azure = parse_azure_blob(storage["azureBlob"]) if backend == "azureBlob" else None
+    gcs = parse_gcs(storage["gcs"]) if backend == "gcs" else None
+    if backend != "s3" and (spec.get("pointInTimeRecovery") or {}).get("enabled"):
+        raise SpecError(f"spec.{PITR_NEEDS_S3['message']}")
     b = spec.get("backup") or {}
     try:
         compression = Compression(b.get("compression", DEFAULT_COMPRESSION))
@@ -246,6 +251,8 @@ def parse_policy(
         job=job,
         layout=str(b.get("layout") or DEFAULT_LAYOUT),
         encryption_key=_encryption_key(b.get("encryption")),
+        azure_blob=azure,
+        gcs=gcs,
         pitr=parse_pitr(spec.get("pointInTimeRecovery")),
         raw=spec,
     )
@@ -276,6 +283,23 @@ def _encryption_key(raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
     ref = required(raw, "keySecretRef", "spec.backup.encryption")
     required(ref, "name", "spec.backup.encryption.keySecretRef")
     return _secret_key_ref(ref, DEFAULT_ENCRYPTION_KEY_KEY)
+
+
+def _parse_s3(s3raw: Mapping[str, Any]) -> S3Spec:
+    creds = required(s3raw, "credentialsSecretRef", "spec.storage.s3")
+    return S3Spec(
+        bucket=str(required(s3raw, "bucket", "spec.storage.s3")),
+        prefix=str(s3raw.get("prefix") or "").strip("/"),
+        endpoint=s3raw.get("endpoint") or None,
+        region=str(s3raw.get("region") or DEFAULT_REGION),
+        force_path_style=bool(s3raw.get("forcePathStyle", False)),
+        credentials_secret=str(required(creds, "name", "spec.storage.s3.credentialsSecretRef")),
+        access_key_id_key=str(creds.get("accessKeyIdKey", DEFAULT_ACCESS_KEY_ID_KEY)),
+        secret_access_key_key=str(creds.get("secretAccessKeyKey", DEFAULT_SECRET_ACCESS_KEY_KEY)),
+        session_token_key=creds.get("sessionTokenKey") or None,
+        ca_bundle=_secret_key_ref(s3raw.get("caBundleSecretRef"), DEFAULT_CA_KEY),
+        **_sse(s3raw.get("serverSideEncryption")),
+    )
 
 
 # ---------------------------------------------------------------------------- the spec schema
@@ -452,8 +476,11 @@ _STORAGE = obj(
         ),
         "syncIntervalSeconds": prop("integer", minimum=10, maximum=86400, default=DEFAULT_SYNC_INTERVAL_SECONDS),
         "s3": _S3,
+        "azureBlob": AZURE_BLOB_SCHEMA,
+        "gcs": GCS_SCHEMA,
     },
-    required=["s3"],
+    rules=[ONE_BACKEND],
+    description="Where backups go. Exactly one backend - s3, azureBlob or gcs.",
 )
 _BACKUP = obj(
     {
@@ -551,6 +578,7 @@ SPEC_SCHEMA = obj(
         "jobTemplate": _JOB_TEMPLATE,
     },
     required=["database", "storage"],
+    rules=[PITR_NEEDS_S3],
 )
 
 

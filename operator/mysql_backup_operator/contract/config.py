@@ -6,6 +6,7 @@ must never hold a secret; passwords and keys arrive through secretKeyRef env var
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -26,6 +27,10 @@ ENV_ENCRYPTION_KEY = "MBO_ENCRYPTION_KEY"
 ENCRYPTION_FORMAT = "age-v1"
 # S3 SSE-C: the customer key (base64 of 32 bytes) from its Secret.
 ENV_SSE_CUSTOMER_KEY = "MBO_SSE_CUSTOMER_KEY"
+ENV_AZURE_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+ENV_AZURE_ACCOUNT_KEY = "AZURE_STORAGE_KEY"
+ENV_AZURE_SAS_TOKEN = "AZURE_STORAGE_SAS_TOKEN"
+ENV_GCS_CREDENTIALS = "MBO_GCS_SERVICE_ACCOUNT_JSON"
 
 # backup.layout: one object for the whole dump (the default), or one per table plus a prologue
 # and an epilogue (restorable in parallel, and table by table).
@@ -57,10 +62,49 @@ class StorageConfig:
     access_key_id: str | None = field(repr=False)
     secret_access_key: str | None = field(repr=False)
     session_token: str | None = field(repr=False)
+    # Which backend, and the settings only Azure Blob or GCS have (contract.store.Backend).
+    backend: str = "s3"
+    azure_account_name: str | None = None
+    azure_connection_string: str | None = field(default=None, repr=False)
+    azure_account_key: str | None = field(default=None, repr=False)
+    azure_sas_token: str | None = field(default=None, repr=False)
+    gcs_project: str | None = None
+    gcs_credentials_json: str | None = field(default=None, repr=False)
     # S3 server-side encryption pass-through (storage.s3.serverSideEncryption).
     sse_mode: str | None = None
     sse_kms_key_id: str | None = None
     sse_customer_key: str | None = field(default=None, repr=False)  # base64 of 32 bytes (SSE-C)
+
+    @property
+    def secrets(self) -> list[str | None]:
+        return [
+            self.secret_access_key,
+            self.session_token,
+            self.azure_connection_string,
+            self.azure_account_key,
+            self.azure_sas_token,
+            self.gcs_credentials_json,
+            self.sse_customer_key,
+            *_secret_parts(self.azure_connection_string, self.azure_sas_token, self.gcs_credentials_json),
+        ]
+
+
+def _secret_parts(*values: str | None) -> list[str]:
+    """The pieces of composite secrets that an error text could show on their own: a connection
+    string's AccountKey and SharedAccessSignature, a SAS token's signature, a key file's private key."""
+    out: list[str] = []
+    for v in values:
+        if not v:
+            continue
+        if v.lstrip().startswith("{"):
+            with contextlib.suppress(ValueError, AttributeError):
+                out += [str(json.loads(v).get(k) or "") for k in ("private_key", "private_key_id")]
+            continue
+        for item in v.replace("&", ";").lstrip("?").split(";"):
+            name, _, value = item.partition("=")
+            if name.strip() in ("AccountKey", "SharedAccessSignature", "sig"):
+                out.append(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -76,13 +120,7 @@ class AgentConfig:
     def secrets(self) -> list[str | None]:
         # Each line of the key file too: a message could quote one identity of several.
         key_lines = [ln.strip() for ln in (self.encryption_key or "").splitlines() if ln.strip()]
-        return [
-            self.db.password,
-            self.storage.secret_access_key,
-            self.storage.session_token,
-            self.storage.sse_customer_key,
-            *key_lines,
-        ]
+        return [self.db.password, *self.storage.secrets, *key_lines]
 
     @property
     def encrypted(self) -> bool:
@@ -120,6 +158,13 @@ def load(environ: Mapping[str, str] | None = None) -> AgentConfig:
             access_key_id=env.get(ENV_ACCESS_KEY_ID),
             secret_access_key=env.get(ENV_SECRET_ACCESS_KEY),
             session_token=env.get(ENV_SESSION_TOKEN) or None,
+            backend=str(s.get("backend") or "s3"),
+            azure_account_name=s.get("accountName"),
+            azure_connection_string=env.get(ENV_AZURE_CONNECTION_STRING) or None,
+            azure_account_key=env.get(ENV_AZURE_ACCOUNT_KEY) or None,
+            azure_sas_token=env.get(ENV_AZURE_SAS_TOKEN) or None,
+            gcs_project=s.get("project"),
+            gcs_credentials_json=env.get(ENV_GCS_CREDENTIALS) or None,
             sse_mode=(s.get("serverSideEncryption") or {}).get("mode"),
             sse_kms_key_id=(s.get("serverSideEncryption") or {}).get("kmsKeyId"),
             sse_customer_key=env.get(ENV_SSE_CUSTOMER_KEY) or None,

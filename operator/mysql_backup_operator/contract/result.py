@@ -16,15 +16,12 @@ from .manifest import Manifest
 MAX_RESULT = 4000  # the termination message is capped at 4096 bytes by Kubernetes
 
 
-def s3_url(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key}"
-
-
 @dataclass(frozen=True)
 class BackupResult:
     bucket: str
     manifest_key: str
     manifest: Manifest
+    scheme: str = "s3"  # contract.store.Backend.scheme: s3, azblob or gs
 
     def to_dict(self) -> dict[str, Any]:
         m = self.manifest
@@ -32,8 +29,8 @@ class BackupResult:
         return {
             "ok": True,
             "operation": "backup",
-            "location": s3_url(self.bucket, m.primary.key),
-            "manifestLocation": s3_url(self.bucket, self.manifest_key),
+            "location": f"{self.scheme}://{self.bucket}/{m.primary.key}",
+            "manifestLocation": f"{self.scheme}://{self.bucket}/{self.manifest_key}",
             "manifestVersion": m.version,
             "objectCount": len(m.objects),
             "sizeBytes": m.size_bytes,
@@ -51,12 +48,12 @@ class BackupResult:
         }
 
 
-def result_from_manifest(bucket: str, manifest_key: str, manifest: Manifest) -> dict[str, Any]:
+def result_from_manifest(bucket: str, manifest_key: str, manifest: Manifest, *, scheme: str = "s3") -> dict[str, Any]:
     """A Backup's result fields, as the agent would have reported them, read back from its manifest.
 
     Used when the Job (and its termination message) is gone, and when importing from storage.
     """
-    d = BackupResult(bucket=bucket, manifest_key=manifest_key, manifest=manifest).to_dict()
+    d = BackupResult(bucket=bucket, manifest_key=manifest_key, manifest=manifest, scheme=scheme).to_dict()
     for k in ("ok", "operation", "startedAt", "completedAt", "durationSeconds"):
         d.pop(k)
     return d

@@ -27,6 +27,7 @@ from ..api.backup import BackupPhase, BackupSpec, BackupStatus, Trigger, parse_b
 from ..api.common import parse_iso
 from ..api.policy import PolicySpec
 from ..api.schema import from_wire
+from ..backends import Target
 from ..k8s.locking import Operation
 from ..objectstore import Location, StorageError, result_from_manifest
 from .operation import OperationController, Step, utcnow
@@ -120,7 +121,7 @@ class BackupController(OperationController):
         job_name = rendered["metadata"]["name"]
         running = self._status(obj).running(job_name=job_name, generation=step.generation, now=utcnow())
         directory = naming.storage_dir(
-            prefix=policy.s3.prefix, namespace=step.namespace, policy=policy.name, backup=step.name, uid=uid
+            prefix=Target.of(policy).prefix, namespace=step.namespace, policy=policy.name, backup=step.name, uid=uid
         )
         loc = Location.for_policy(
             policy, naming.dump_key(directory, policy.compression), naming.manifest_key(directory)
@@ -188,7 +189,7 @@ class BackupController(OperationController):
             return None
         finally:
             store.close()
-        return result_from_manifest(loc.bucket, loc.manifest_key, manifest)
+        return result_from_manifest(loc.bucket, loc.manifest_key, manifest, backend=loc.backend)
 
     def _parent_restore_holds_lock(self, obj: Mapping[str, Any], db_key: str) -> bool:
         """A pre-restore Backup runs under its Restore's lock instead of queueing behind it."""
@@ -224,5 +225,5 @@ class BackupController(OperationController):
             store.delete_backup(manifest_key=loc.manifest_key, dump_key=loc.dump_key)
         finally:
             store.close()
-        LOG.info("Backup %s/%s: deleted s3://%s/%s", ns, name, loc.bucket, loc.dump_key)
-        return f"deleted s3://{loc.bucket}/{loc.dump_key} and its manifest"
+        LOG.info("Backup %s/%s: deleted %s", ns, name, loc.url(loc.dump_key))
+        return f"deleted {loc.url(loc.dump_key)} and its manifest"

@@ -23,6 +23,7 @@ from ..api.backup import BackupPhase
 from ..api.common import OperationStatus, SpecError
 from ..api.policy import PolicySpec, parse_policy
 from ..api.restore import RestorePhase
+from ..backends import Target
 from ..k8s.kube import Kube
 from ..k8s.locking import LeaseLock, Operation, acquire
 from ..objectstore import Location, StorageError, Store
@@ -111,11 +112,8 @@ class Context:
         values: list[str] = []
         refs = [
             (policy.database.password.name, policy.database.password.key),
-            (policy.s3.credentials_secret, policy.s3.access_key_id_key),
-            (policy.s3.credentials_secret, policy.s3.secret_access_key_key),
+            *((e.secret, e.key) for e in Target.of(policy).secret_env),
         ]
-        if policy.s3.session_token_key:
-            refs.append((policy.s3.credentials_secret, policy.s3.session_token_key))
         refs += [(r.name, r.key) for _, r in jobs.extra_secret_refs(policy)]
         cache: dict[str, dict[str, str] | None] = {}
         for name, key in refs:
@@ -131,7 +129,8 @@ class Context:
 
     def store(self, namespace: str, loc: Location) -> Store:
         """A client for a Backup's bucket, with the credentials from its Secret."""
-        secret = self.kube.secret_values(namespace, loc.secret)
+        # No credentials Secret (Azure/GCS workload identity): the SDK finds the pod's identity.
+        secret = self.kube.secret_values(namespace, loc.secret) if loc.secret else {}
         if secret is None:
             raise StorageError(
                 f'credentials Secret "{loc.secret}" not found in namespace {namespace}', no_credentials=True

@@ -23,6 +23,7 @@ from ..api.backup import BackupPhase
 from ..api.common import parse_iso, set_condition
 from ..api.policy import PolicySpec
 from ..api.restore import RestoreSpec
+from ..backends import Target
 from ..contract import binlog as bl
 from ..k8s.kube import TransientError
 from ..objectstore import Location, StorageError, Store
@@ -40,7 +41,7 @@ def archiver_name(policy: str) -> str:
 
 def policy_dir(policy: PolicySpec) -> str:
     """The policy's folder in the bucket: the backups' folders and `binlog/` live under it."""
-    return "/".join(p for p in (policy.s3.prefix.strip("/"), policy.namespace, policy.name) if p)
+    return "/".join(p for p in (Target.of(policy).prefix.strip("/"), policy.namespace, policy.name) if p)
 
 
 def render_archiver(policy: PolicySpec, *, policy_uid: str) -> dict[str, Any]:
@@ -134,7 +135,7 @@ class PitrController:
         store = self._store(policy)
         try:
             body = json.dumps({"before": floor}).encode()
-            store.s3.put_object(Bucket=store.bucket, Key=bl.retention_key(policy_dir(policy)), Body=body)
+            store.put(bl.retention_key(policy_dir(policy)), body)
         except Exception as e:
             raise StorageError(f"write the binlog retention floor: {type(e).__name__}") from None
         finally:

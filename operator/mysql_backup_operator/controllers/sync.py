@@ -18,6 +18,7 @@ from ..api import ANNOTATION_IMPORTED_FROM, API_VERSION, BACKUPS, COND_DATA_MISS
 from ..api.backup import BackupPhase, BackupStatus, Trigger
 from ..api.common import iso, set_condition
 from ..api.policy import PolicySpec
+from ..backends import Target
 from ..objectstore import Location, StorageError, Store, result_from_manifest
 from .operation import Context, utcnow
 
@@ -45,12 +46,13 @@ class SyncController:
             everything = self.kube.list_namespaced(BACKUPS, ns, "")
             known = {(b.get("status") or {}).get("location") for b in everything}
             backups = [b for b in everything if (b.get("spec") or {}).get("policyRef", {}).get("name") == m["name"]]
-            prefix = "/".join(p for p in (policy.s3.prefix, ns, policy.name) if p) + "/"
+            target = Target.of(policy)
+            prefix = "/".join(p for p in (target.prefix, ns, policy.name) if p) + "/"
             for key in store.manifests(prefix):
                 manifest = store.read_json(key)
                 if not manifest or not manifest.get("sha256") or not manifest.get("object"):
                     continue
-                location = naming.s3_url(policy.s3.bucket, manifest["object"])
+                location = target.url(manifest["object"])
                 if location in known:
                     continue
                 if not store.holds_all_of(manifest):
@@ -74,7 +76,8 @@ class SyncController:
         self, obj: Mapping[str, Any], *, policy: PolicySpec, manifest_key: str, manifest: Mapping[str, Any]
     ) -> None:
         ns = obj["metadata"]["namespace"]
-        location = naming.s3_url(policy.s3.bucket, manifest["object"])
+        target = Target.of(policy)
+        location = target.url(manifest["object"])
         info = manifest.get("backup") or {}
         name = str(info.get("name") or manifest_key.rsplit("/", 2)[-2])
         if self.kube.get_backup(ns, name) is not None:
@@ -86,9 +89,9 @@ class SyncController:
             namespace=ns,
             policy=policy,
             trigger=trigger,
-            description=f"imported from {naming.s3_url(policy.s3.bucket, manifest_key)}",
+            description=f"imported from {target.url(manifest_key)}",
             labels={LABEL_IMPORTED: "true"},
-            annotations={ANNOTATION_IMPORTED_FROM: naming.s3_url(policy.s3.bucket, manifest_key)},
+            annotations={ANNOTATION_IMPORTED_FROM: target.url(manifest_key)},
             deletion_policy="Retain",
         )
         self.kube.create(BACKUPS, ns, body)
@@ -113,7 +116,8 @@ class SyncController:
         obj = self.kube.get_backup(namespace, name)
         if obj is None or (obj.get("status") or {}).get("phase"):
             return
-        result = result_from_manifest(policy.s3.bucket, manifest_key, manifest)
+        target = Target.of(policy)
+        result = result_from_manifest(target.bucket, manifest_key, manifest, backend=target.backend)
         now = utcnow()
         status = BackupStatus(started_at=manifest.get("startedAt")).completed(result=result, generation=1, now=now)
         status["completedAt"] = manifest.get("completedAt") or status["completedAt"]
@@ -126,7 +130,7 @@ class SyncController:
             type_="Imported",
             status=True,
             reason="RecoveredFromStorage",
-            message=f"imported from {naming.s3_url(policy.s3.bucket, manifest_key)}",
+            message=f"imported from {target.url(manifest_key)}",
             generation=1,
             now=now,
         )
