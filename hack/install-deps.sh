@@ -10,6 +10,8 @@ command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 # falls back to in-process zstandard (slower, more memory).
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
+# The standard age tool: the tests prove that users can decrypt an encrypted backup without us.
+command -v age >/dev/null 2>&1 || need+=(age)
 # Headless Chromium and its WebDriver for the web console's browser tests (tests/e2e/test_console.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

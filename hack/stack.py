@@ -602,6 +602,10 @@ def _root_ping(db: dict[str, Any]) -> bool:
     return r.returncode == 0
 
 
+MINIO_KMS_KEY_NAME = "mbo-stack-key"
+MINIO_KMS_KEY = "bWJvLWxvY2FsLXN0YWNrLXRlc3Qta2V5LTMyYnl0ZXM="  # base64 of 32 bytes; not a secret
+
+
 def start_minio(sd: Path, bins: Path, env: dict[str, Any]) -> None:
     s3 = env["s3"]
     (sd / "minio").mkdir(parents=True, exist_ok=True)
@@ -623,6 +627,9 @@ def start_minio(sd: Path, bins: Path, env: dict[str, Any]) -> None:
             "MINIO_ROOT_PASSWORD": s3["secret_key"],
             "MINIO_BROWSER": "off",
             "MINIO_UPDATE": "off",
+            # A static KMS key (a fixed, local-only test key), so that S3 server-side encryption
+            # (SSE-S3 and SSE-KMS with key id MINIO_KMS_KEY_NAME) can be tested against MinIO.
+            "MINIO_KMS_SECRET_KEY": f"{MINIO_KMS_KEY_NAME}:{MINIO_KMS_KEY}",
         },
     )
     wait_for("minio", lambda: http_ok(f"{s3['endpoint']}/minio/health/ready"), 60, sd, "minio")

@@ -25,9 +25,10 @@ from .api import (
     MANAGED_BY,
 )
 from .api.backup import WHOLE, BackupScope, Trigger
-from .api.policy import PolicySpec
+from .api.policy import PolicySpec, SecretKeyRef
 from .backends import CA_MOUNT, Target
-from .contract.config import LAYOUT_PER_TABLE
+from .contract.config import ENCRYPTION_FORMAT, ENV_ENCRYPTION_KEY, ENV_SSE_CUSTOMER_KEY, LAYOUT_PER_TABLE
+from .contract.keys import ENCRYPTED_SUFFIX
 
 AGENT_CONTAINER = "agent"
 AGENT_UID = 65532
@@ -60,8 +61,29 @@ def agent_connection_config(policy: PolicySpec) -> dict[str, Any]:
                 "caFile": f"{CA_MOUNT}/db/{db.tls_ca.key}" if db.tls_ca else None,
             },
         },
-        "storage": Target.of(policy).agent_config(),
+        "storage": {**Target.of(policy).agent_config(), **_sse_config(policy)},
     }
+
+
+def _sse_config(policy: PolicySpec) -> dict[str, Any]:
+    """The non-secret part of S3 server-side encryption (none for other backends); an SSE-C key
+    arrives as its own env var."""
+    s3 = policy.s3
+    if s3 is None or not s3.sse_mode:
+        return {}
+    return {"serverSideEncryption": {"mode": s3.sse_mode, "kmsKeyId": s3.sse_kms_key_id}}
+
+
+def extra_secret_refs(policy: PolicySpec) -> list[tuple[str, SecretKeyRef]]:
+    """(env var, Secret key) pairs beyond the database and S3 credentials: the client-side
+    encryption key and the SSE-C customer key. One list for the Job's env and the operator's
+    pre-flight Secret check, so the two cannot drift apart."""
+    refs: list[tuple[str, SecretKeyRef]] = []
+    if policy.encryption_key:
+        refs.append((ENV_ENCRYPTION_KEY, policy.encryption_key))
+    if policy.s3 is not None and policy.s3.sse_customer_key:
+        refs.append((ENV_SSE_CUSTOMER_KEY, policy.s3.sse_customer_key))
+    return refs
 
 
 def _secret_env(policy: PolicySpec) -> list[dict[str, Any]]:
@@ -71,6 +93,7 @@ def _secret_env(policy: PolicySpec) -> list[dict[str, Any]]:
     return [
         {"name": "MBO_DB_PASSWORD", **ref(policy.database.password.name, policy.database.password.key)},
         *({"name": e.env, **ref(e.secret, e.key)} for e in Target.of(policy).secret_env),
+        *({"name": var, **ref(r.name, r.key)} for var, r in extra_secret_refs(policy)),
     ]
 
 
@@ -220,7 +243,8 @@ def render_backup_job(
         prefix=Target.of(policy).prefix, namespace=namespace, policy=policy.name, backup=backup_name, uid=backup_uid
     )
     cfg = agent_connection_config(policy)
-    cfg["storage"]["dumpKey"] = naming.dump_key(directory, policy.compression)
+    suffix = ENCRYPTED_SUFFIX if policy.encryption_key else ""
+    cfg["storage"]["dumpKey"] = naming.dump_key(directory, policy.compression) + suffix
     cfg["storage"]["manifestKey"] = naming.manifest_key(directory)
     cfg["backup"] = {
         "name": backup_name,
@@ -234,6 +258,7 @@ def render_backup_job(
         # A table-scoped backup is per table by nature: its manifest lists exactly those tables.
         "layout": LAYOUT_PER_TABLE if scope.tables else policy.layout,
         "scope": scope.to_spec(),
+        **({"encryption": ENCRYPTION_FORMAT} if policy.encryption_key else {}),
     }
     return render_job(
         name=naming.backup_job_name(backup_name),

@@ -47,6 +47,7 @@ RESULT = {
     "databases": ["d"],
     "serverVersion": "10.11",
     "binlog": {"file": "x", "position": 4},
+    "encryption": {"format": "age-v1", "keyId": "0" * 16},
 }
 
 

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, cast
 
 from .. import __version__
@@ -34,7 +34,7 @@ from ..contract import result as res
 from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
 from ..contract.keys import directory_of
 from ..contract.store import SCHEMES, ObjectStore, is_sdk_error
-from . import binlog, errors, storage
+from . import binlog, crypto, errors, storage
 from .config import AgentConfig, load
 from .errors import AgentError
 from .memory import tune_malloc
@@ -228,6 +228,8 @@ def _kill(proc: subprocess.Popen[bytes] | None) -> None:
 def backup(cfg: AgentConfig) -> dict[str, Any]:
     started = now()
     t0 = time.monotonic()
+    # Key problems fail before the database is even asked anything.
+    recipient, encryption = crypto.recipient_for(cfg.encryption_key) if cfg.encrypted else (None, None)
     meta = collect_metadata(cfg)
     t_meta = time.monotonic()
     store = storage.open_store(cfg.storage)
@@ -262,6 +264,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                     kind=compression,
                     level=level,
                     metadata=metadata,
+                    recipient=recipient,
                 )
             else:
                 writer = store.writer(cfg.storage.dump_key, metadata=metadata)
@@ -284,7 +287,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                 stats = split.stream(dump_out)
             else:
                 assert writer is not None
-                stats = compress_stream(dump_out, kind=compression, level=level, sink=writer.write)
+                stats = compress_stream(dump_out, kind=compression, level=level, sink=writer.write, recipient=recipient)
             code = proc.wait() if proc else 0
             if code != 0:
                 raise errors.from_tool_stderr(
@@ -355,6 +358,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         started_at=iso(started),
         completed_at=iso(completed),
         duration_seconds=round(time.monotonic() - t0, 2),
+        encryption=encryption,
     )
     try:
         store.put(cfg.storage.manifest_key, manifest.to_json(), content_type="application/json")
@@ -386,25 +390,67 @@ def read_manifest(cfg: AgentConfig, store: ObjectStore) -> mf.Manifest:
         raise AgentError(Reason.CHECKSUM_MISMATCH, str(e), permanent=True) from None
 
 
-def verify_object(cfg: AgentConfig, store: ObjectStore, expected: str) -> tuple[int, bytes]:
-    """Reads the whole stored object once and checks its sha256 before anything touches the database."""
-    sha = hashlib.sha256()
-    size = 0
-    head = b""
+class _Hashing:
+    """Passes stored chunks through while hashing and counting them (the verification pass)."""
+
+    def __init__(self, source: Iterable[bytes]) -> None:
+        self.source, self.sha, self.size, self.head = source, hashlib.sha256(), 0, b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.source:
+            if len(self.head) < 16:
+                self.head += chunk[: 16 - len(self.head)]
+            self.sha.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+
+def _read_verified(store: ObjectStore, key: str, *, identity: Any | None, check: Callable[[_Hashing], None]) -> bytes:
+    """Reads a whole stored object once: `check` gets its sha256 and size and, when it is
+    encrypted, it is decrypted to nowhere (authenticated: a wrong key, tampering or truncation is
+    caught here, before anything touches the database). Returns the first plaintext bytes.
+    A changed object reports ChecksumMismatch (the stored bytes differ from the manifest) rather
+    than DecryptionFailed, so the reason says what happened to it."""
+    hashing = _Hashing(store.iter(key))
     try:
-        for chunk in store.iter(cfg.storage.dump_key):
-            if len(head) < 16:
-                head += chunk[:16]
-            sha.update(chunk)
-            size += len(chunk)
+        if identity is None:
+            for _ in hashing:
+                pass
+            check(hashing)
+            return hashing.head
+        try:
+            head = crypto.verify(hashing, identity, what=key)
+        except AgentError:
+            for _ in hashing:  # the rest of the object, for the digest
+                pass
+            check(hashing)
+            raise
+        check(hashing)
+        return head
+    except AgentError:
+        raise
     except Exception as e:
         raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
-    if sha.hexdigest() != expected:
-        raise AgentError(
-            Reason.CHECKSUM_MISMATCH,
-            f"stored object sha256 {sha.hexdigest()} does not match the manifest's {expected}; nothing was restored",
-            permanent=True,
-        )
+
+
+def verify_object(
+    cfg: AgentConfig, store: ObjectStore, expected: str, *, identity: Any | None = None
+) -> tuple[int, bytes]:
+    """Reads the whole stored object once and checks its sha256 before anything touches the database."""
+    size = 0
+
+    def check(h: _Hashing) -> None:
+        nonlocal size
+        size = h.size
+        if h.sha.hexdigest() != expected:
+            raise AgentError(
+                Reason.CHECKSUM_MISMATCH,
+                f"stored object sha256 {h.sha.hexdigest()} does not match the manifest's {expected}; "
+                "nothing was restored",
+                permanent=True,
+            )
+
+    head = _read_verified(store, cfg.storage.dump_key, identity=identity, check=check)
     return size, head
 
 
@@ -439,15 +485,17 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
             f"manifest sha256 {manifest.sha256} differs from the Backup's recorded {expected}",
             permanent=True,
         )
+    # A wrong or missing key fails here, before any object is read.
+    identity = crypto.identity_for(manifest.encryption, cfg.encryption_key)
     if len(manifest.objects) > 1 or manifest.primary.kind != mf.ObjectKind.DUMP:
-        return restore_per_table(cfg, store, manifest, started=started, t0=t0)
+        return restore_per_table(cfg, store, manifest, started=started, t0=t0, identity=identity)
     if cfg.restore.get("tables"):
         raise AgentError(
             Reason.RESTORE_FAILED,
             "spec.tables needs a backup taken with layout perTable; this one is a single object",
             permanent=True,
         )
-    size, head = verify_object(cfg, store, expected)
+    size, head = verify_object(cfg, store, expected, identity=identity)
     declared = manifest.compression
     detected = detect_compression(head)
     if declared != Compression.NONE and detected != declared:
@@ -471,7 +519,8 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
         assert proc.stdin is not None and proc.stderr is not None
         err = StderrTail(proc.stderr)
         try:
-            stream: Iterator[bytes] = decompress(store.iter(cfg.storage.dump_key), declared)
+            stored = crypto.maybe_decrypt(store.iter(cfg.storage.dump_key), identity, what=cfg.storage.dump_key)
+            stream: Iterator[bytes] = decompress(stored, declared)
             applied = _feed_sql(proc.stdin, stream, filt)
         except AgentError:
             raise
@@ -507,22 +556,18 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- per-table restore
 
 
-def _verify_key(store: ObjectStore, o: mf.ManifestObject) -> None:
-    sha = hashlib.sha256()
-    size = 0
-    try:
-        for chunk in store.iter(o.key):
-            sha.update(chunk)
-            size += len(chunk)
-    except Exception as e:
-        raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
-    if sha.hexdigest() != o.sha256 or (o.stored_bytes is not None and size != o.stored_bytes):
-        raise AgentError(
-            Reason.CHECKSUM_MISMATCH,
-            f"stored object {o.key} has sha256 {sha.hexdigest()} ({size} bytes), the manifest says "
-            f"{o.sha256} ({o.stored_bytes} bytes); nothing was restored",
-            permanent=True,
-        )
+def _verify_key(store: ObjectStore, o: mf.ManifestObject, *, identity: Any | None = None) -> None:
+    def check(h: _Hashing) -> None:
+        sha, size = h.sha.hexdigest(), h.size
+        if sha != o.sha256 or (o.stored_bytes is not None and size != o.stored_bytes):
+            raise AgentError(
+                Reason.CHECKSUM_MISMATCH,
+                f"stored object {o.key} has sha256 {sha} ({size} bytes), the manifest says "
+                f"{o.sha256} ({o.stored_bytes} bytes); nothing was restored",
+                permanent=True,
+            )
+
+    _read_verified(store, o.key, identity=identity, check=check)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -563,9 +608,17 @@ class _Applier:
     """Streams stored objects into `mysql` clients, one client per object, and can stop them all."""
 
     def __init__(
-        self, cfg: AgentConfig, store: ObjectStore, manifest: mf.Manifest, sel: Selection, defaults: str
+        self,
+        cfg: AgentConfig,
+        store: ObjectStore,
+        manifest: mf.Manifest,
+        sel: Selection,
+        defaults: str,
+        *,
+        identity: Any | None = None,
     ) -> None:
         self.cfg, self.store, self.manifest, self.sel = cfg, store, manifest, sel
+        self.identity = identity
         self.argv = mysql_command(binary=client_binary("mariadb", "mysql"), defaults_file=defaults, db=cfg.db)
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.lock = threading.Lock()
@@ -587,10 +640,13 @@ class _Applier:
             # Each of the `parallelism` streams holds one read and its decompressed output at a time.
             # 256 KiB reads took the pod peak from 131 to 113-116 MiB but both measured restores with
             # them were slower (noisy shared machine); 1 MiB gave the best measured speed-ups.
-            source = self.store.iter(o.key, chunk=APPLY_CHUNK)
+            source = crypto.maybe_decrypt(self.store.iter(o.key, chunk=APPLY_CHUNK), self.identity, what=o.key)
             applied = _feed_sql(proc.stdin, decompress(source, self.manifest.compression), filt)
         except BrokenPipeError:
             pass  # mysql died while reading the prefix; its exit code and stderr tell why
+        except AgentError:
+            _kill(proc)
+            raise
         except Exception as e:
             _kill(proc)
             if _is_storage_error(e):
@@ -613,7 +669,13 @@ class _Applier:
 
 
 def restore_per_table(
-    cfg: AgentConfig, store: ObjectStore, manifest: mf.Manifest, *, started: dt.datetime, t0: float
+    cfg: AgentConfig,
+    store: ObjectStore,
+    manifest: mf.Manifest,
+    *,
+    started: dt.datetime,
+    t0: float,
+    identity: Any | None = None,
 ) -> dict[str, Any]:
     """Prologue, then the tables over `parallelism` concurrent mysql clients, then the epilogue.
 
@@ -625,11 +687,11 @@ def restore_per_table(
     sel = _selection(cfg, manifest)
     chosen = [o for o in manifest.objects if sel.wants(o)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="verify") as pool:
-        list(pool.map(lambda o: _verify_key(store, o), manifest.objects))
+        list(pool.map(lambda o: _verify_key(store, o, identity=identity), manifest.objects))
     t_verified = time.monotonic()
     connect(cfg).close()  # fail fast on credentials before streaming anything
     defaults = write_defaults_file(cfg.db, os.environ.get("TMPDIR", "/tmp"))
-    applier = _Applier(cfg, store, manifest, sel, defaults)
+    applier = _Applier(cfg, store, manifest, sel, defaults, identity=identity)
     applied = 0
     try:
         prologue = [o for o in chosen if o.kind == mf.ObjectKind.PROLOGUE]

@@ -10,10 +10,11 @@ others do; every pipe is bounded, so memory does not grow with the dump.
 
 The stages, in order: read (`chunks`: 256 KiB reads into one reused buffer) -> split (perTable
 only, `agent.split`, views, no copies) -> compress (zstd process, or in-process) -> stored-side
-stages (`CompressedObject._stored`: hash + count, then upload; an encryption stage goes first
-there) -> the store's `Upload` (contract/store.py: S3 multipart parts, Azure staged blocks or GCS
-resumable chunks, uploading on their own threads; a finished table's completion runs in the
-background while the next table streams).
+stages (`crypto.stage`: age encryption when the policy has a key, else nothing; then
+`CompressedObject._stored`: hash + count, then upload) -> the store's `Upload`
+(contract/store.py: S3 multipart parts, Azure staged blocks or GCS resumable chunks, uploading
+on their own threads; a finished table's completion runs in the background while the next
+table streams).
 
 Without a `zstd` binary (or for gzip/none) the in-process compressor is used, as before.
 """
@@ -30,11 +31,12 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Protocol, cast
+from typing import IO, Any, Protocol, cast
 
 from ..api import Compression, Reason
 from ..contract.keys import part_key
 from ..contract.manifest import ManifestObject, ObjectKind
+from . import crypto
 from .errors import AgentError
 from .split import Dest, DumpSplitter, Piece, Unit
 from .sqlstream import Buffer, compressor
@@ -65,6 +67,15 @@ class StreamStats:
     def saw_stored(self, chunk: Bytes) -> None:
         self.sha.update(chunk)
         self.stored_bytes += len(chunk)
+
+    def stored_sink(self, sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """`sink` preceded by hashing and counting: the stored bytes are what gets verified."""
+
+        def emit(chunk: bytes) -> None:
+            self.saw_stored(chunk)
+            sink(chunk)
+
+        return emit
 
     @property
     def sha256(self) -> str:
@@ -119,39 +130,49 @@ def zstd_command(level: int | None) -> list[str] | None:
 
 
 def compress_stream(
-    source: Readable, *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
+    source: Readable,
+    *,
+    kind: Compression,
+    level: int | None,
+    sink: Callable[[bytes], None],
+    recipient: Any | None = None,
 ) -> StreamStats:
-    """Reads `source` to EOF, compresses, hashes and passes every compressed byte to `sink`.
+    """Reads `source` to EOF, compresses, (encrypts to `recipient`,) hashes and passes every stored
+    byte to `sink`.
 
     Raises AgentError if the compressor fails; whatever `sink` raises propagates unchanged (the
     caller maps storage errors). The caller owns `source`'s process and kills it on failure.
     """
     argv = zstd_command(level) if kind == Compression.ZSTD else None
-    if argv is None:
-        return _in_process(source, kind=kind, level=level, sink=sink)
-    return _with_cli(source, argv=argv, sink=sink)
-
-
-def _in_process(
-    source: Readable, *, kind: Compression, level: int | None, sink: Callable[[bytes], None]
-) -> StreamStats:
     stats = StreamStats()
-    comp = compressor(kind, level)
-    for chunk in chunks(source):
-        stats.saw_raw(chunk)
-        out = comp.compress(chunk)
-        if out:
-            stats.saw_stored(out)
-            sink(out)
-    out = comp.flush()
-    if out:
-        stats.saw_stored(out)
-        sink(out)
+    out = crypto.stage(recipient, stats.stored_sink(sink))
+    try:
+        if argv is None:
+            _in_process(source, kind=kind, level=level, stats=stats, out=out)
+        else:
+            _with_cli(source, argv=argv, stats=stats, out=out)
+        out.close()
+    except BaseException:
+        out.abort()
+        raise
     return stats
 
 
-def _with_cli(source: Readable, *, argv: list[str], sink: Callable[[bytes], None]) -> StreamStats:
-    stats = StreamStats()
+def _in_process(
+    source: Readable, *, kind: Compression, level: int | None, stats: StreamStats, out: crypto.Stage
+) -> None:
+    comp = compressor(kind, level)
+    for chunk in chunks(source):
+        stats.saw_raw(chunk)
+        data = comp.compress(chunk)
+        if data:
+            out.write(data)
+    data = comp.flush()
+    if data:
+        out.write(data)
+
+
+def _with_cli(source: Readable, *, argv: list[str], stats: StreamStats, out: crypto.Stage) -> None:
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     widen_pipe(proc.stdin)
@@ -175,9 +196,8 @@ def _with_cli(source: Readable, *, argv: list[str], sink: Callable[[bytes], None
     ok = False
     try:
         compressed = cast(io.BufferedReader, proc.stdout)  # read1: whatever is ready, up to 1 MiB
-        while out := compressed.read1(READ_CHUNK):
-            stats.saw_stored(out)
-            sink(out)
+        while data := compressed.read1(READ_CHUNK):
+            out.write(data)
         feeder.join()
         code = proc.wait()
         err = proc.stderr.read().decode(errors="replace").strip()[-500:]
@@ -189,7 +209,6 @@ def _with_cli(source: Readable, *, argv: list[str], sink: Callable[[bytes], None
         if code != 0:
             raise AgentError(Reason.DUMP_FAILED, f"zstd exited with code {code}: {err}", permanent=False)
         ok = True
-        return stats
     finally:
         if not ok and proc.poll() is None:
             proc.kill()
@@ -218,11 +237,14 @@ class CompressedObject:
         level: int | None,
         metadata: dict[str, str] | None = None,
         small: bool = False,
+        recipient: Any | None = None,
     ) -> None:
-        """`small`: schema-only objects, compressed in-process and single-threaded (no zstd process)."""
+        """`small`: schema-only objects, compressed in-process and single-threaded (no zstd process).
+        `recipient`: encrypt (age) after compression."""
         self.store, self.key = store, key
         self.writer = store.writer(key, metadata=metadata)
         self.stats = StreamStats()
+        self.out = crypto.stage(recipient, self._stored)
         self.finished = False
         argv = zstd_command(level) if kind == Compression.ZSTD and not small else None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -240,16 +262,15 @@ class CompressedObject:
         out_pipe = cast(io.BufferedReader, self.proc.stdout)
         try:
             while out := out_pipe.read1(READ_CHUNK):
-                self._stored(out)
+                self.out.write(out)
         except BaseException as e:
             self.error.append(e)
             with contextlib.suppress(Exception):
                 self.proc.kill()
 
     def _stored(self, out: bytes) -> None:
-        """The compressed side's stages: hash and count what is stored, then upload it. A stage
-        that transforms stored bytes (encryption) goes first here, so the sha256 in the manifest
-        is that of the bytes in the bucket."""
+        """The stored side: hash and count what is stored, then upload it. Encryption (`self.out`)
+        runs before this, so the sha256 in the manifest is that of the bytes in the bucket."""
         self.stats.saw_stored(out)
         self.writer.write(out)
 
@@ -263,7 +284,7 @@ class CompressedObject:
             assert self.comp is not None
             out = self.comp.compress(data)
             if out:
-                self._stored(out)
+                self.out.write(out)
             return
         assert self.proc.stdin is not None
         try:
@@ -278,7 +299,7 @@ class CompressedObject:
             assert self.comp is not None
             out = self.comp.flush()
             if out:
-                self._stored(out)
+                self.out.write(out)
         else:
             assert self.proc.stdin is not None and self.proc.stderr is not None
             with contextlib.suppress(BrokenPipeError):
@@ -289,6 +310,7 @@ class CompressedObject:
             if code != 0:
                 err = self.proc.stderr.read().decode(errors="replace").strip()[-500:]
                 raise AgentError(Reason.DUMP_FAILED, f"zstd exited with code {code}: {err}", permanent=False)
+        self.out.close()  # the encryption stage's final chunk
         return self.stats
 
     def publish(self) -> None:
@@ -306,6 +328,7 @@ class CompressedObject:
             self.proc.kill()
             with contextlib.suppress(Exception):
                 self.proc.wait(timeout=5)
+        self.out.abort()
         self.writer.abort()
         # Always, not only when finish() returned: SIGTERM can land after S3 completed the upload
         # but before we recorded it (seen in the killed-agent test). Deleting a missing key is a no-op.
@@ -323,10 +346,19 @@ class SplitUpload:
     """
 
     def __init__(
-        self, *, store: ObjectStore, directory: str, kind: Compression, level: int | None, metadata: dict[str, str]
+        self,
+        *,
+        store: ObjectStore,
+        directory: str,
+        kind: Compression,
+        level: int | None,
+        metadata: dict[str, str],
+        recipient: Any | None = None,
     ) -> None:
         self.store, self.directory = store, directory
         self.kind, self.level, self.metadata = kind, level, metadata
+        self.recipient = recipient
+        self.suffix = crypto.SUFFIX if recipient is not None else ""
         self.splitter = DumpSplitter()
         self.raw = StreamStats()
         self.prologue = self._open(part_key(directory, kind, kind="prologue"), small=True)
@@ -343,11 +375,12 @@ class SplitUpload:
     def _open(self, key: str, *, small: bool = False) -> CompressedObject:
         return CompressedObject(
             store=self.store,
-            key=key,
+            key=key + self.suffix,
             kind=self.kind,
             level=self.level,
             metadata=self.metadata,
             small=small,
+            recipient=self.recipient,
         )
 
     def _route(self, piece: Piece) -> None:

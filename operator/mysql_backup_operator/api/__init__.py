@@ -58,6 +58,9 @@ class Reason(StrEnum):
     DUMP_FAILED = "DumpFailed"
     RESTORE_FAILED = "RestoreFailed"
     INTERRUPTED = "Interrupted"
+    ENCRYPTION_KEY_MISSING = "EncryptionKeyMissing"
+    ENCRYPTION_KEY_INVALID = "EncryptionKeyInvalid"
+    DECRYPTION_FAILED = "DecryptionFailed"
     REPLAY_INCOMPLETE = "ReplayIncomplete"  # binlog replay did not reach the planned last GTID
     # Decided by the operator.
     POLICY_NOT_FOUND = "PolicyNotFound"

@@ -188,9 +188,18 @@ class BinlogPosition:
     gtid: str | None = wire()
 
 
+@dataclass(frozen=True)
+class EncryptionStatus:
+    """Set when the backup's objects are encrypted client-side (never the key)."""
+
+    format: str | None = wire()
+    key_id: str | None = wire()
+
+
 # The agent's result fields a completed Backup records in its status, as they are.
 RESULT_FIELDS = (
     "location",
+    "encryption",
     "manifestLocation",
     "sizeBytes",
     "storedBytes",
@@ -217,6 +226,7 @@ class BackupStatus(OperationStatus):
     server_version: str | None = wire()
     storage: StorageStatus | None = wire(description=StorageStatus.__doc__)
     binlog: BinlogPosition | None = wire()
+    encryption: EncryptionStatus | None = wire(description=EncryptionStatus.__doc__)
 
     def running(self, *, job_name: str, generation: int, now: dt.datetime) -> Status:
         """Pending -> Running: the lock is held and the Job exists."""
@@ -269,6 +279,7 @@ CRD_FRAME = CRD(
         column("Size", "integer", ".status.sizeBytes", fmt="int64"),
         column("Stored", "integer", ".status.storedBytes", fmt="int64", priority=1),
         column("Reason", "string", ".status.reason", priority=1),
+        column("Key", "string", ".status.encryption.keyId", priority=1),
         column("Age", "date", ".metadata.creationTimestamp"),
     ),
 )

@@ -57,6 +57,11 @@ DEFAULT_KEEP_FAILED = 3
 # contract.config.LAYOUT_*: the whole dump as one object, or one object per table.
 LAYOUTS = ("single", "perTable")
 DEFAULT_LAYOUT = LAYOUTS[0]
+# backup.encryption.keySecretRef: the age identity file (docs/encryption.md).
+DEFAULT_ENCRYPTION_KEY_KEY = "age.key"
+# storage.s3.serverSideEncryption: S3's own encryption, passed through (contract.s3.sse_params).
+SSE_MODES = ("SSE-S3", "SSE-KMS", "SSE-C")
+DEFAULT_SSE_CUSTOMER_KEY_KEY = "sse-c.key"
 
 # The extraDumpArgs allow-list: these flags as they are, and these patterns (CEL-compatible
 # regular expressions: no backslash escapes). The CRD's CEL rule is rendered from the same lists.
@@ -137,6 +142,10 @@ class S3Spec:
     secret_access_key_key: str
     session_token_key: str | None
     ca_bundle: SecretKeyRef | None
+    # storage.s3.serverSideEncryption: "SSE-S3" | "SSE-KMS" | "SSE-C", passed through to S3.
+    sse_mode: str | None = None
+    sse_kms_key_id: str | None = None
+    sse_customer_key: SecretKeyRef | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,8 @@ class PolicySpec:
     extra_dump_args: tuple[str, ...]
     job: JobTemplate
     layout: str = DEFAULT_LAYOUT
+    # backup.encryption.keySecretRef: the age identity file that encrypts (first key) and decrypts.
+    encryption_key: SecretKeyRef | None = None
     azure_blob: AzureBlobSpec | None = None
     gcs: GcsSpec | None = None
     pitr: PitrSpec | None = None  # spec.pointInTimeRecovery (api/pitr.py)
@@ -239,11 +250,39 @@ def parse_policy(
         extra_dump_args=extra,
         job=job,
         layout=str(b.get("layout") or DEFAULT_LAYOUT),
+        encryption_key=_encryption_key(b.get("encryption")),
         azure_blob=azure,
         gcs=gcs,
         pitr=parse_pitr(spec.get("pointInTimeRecovery")),
         raw=spec,
     )
+
+
+def _sse(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """storage.s3.serverSideEncryption, with the same consistency rules as the CRD's CEL."""
+    if not raw:
+        return {}
+    mode = raw.get("mode")
+    if mode not in SSE_MODES:
+        raise SpecError(f"spec.storage.s3.serverSideEncryption.mode must be one of {', '.join(SSE_MODES)}")
+    kms = raw.get("kmsKeyId") or None
+    ref = raw.get("customerKeySecretRef")
+    if kms and mode != "SSE-KMS":
+        raise SpecError(f"spec.storage.s3.serverSideEncryption.{_SSE_KMS_ONLY}")
+    if (mode == "SSE-C") != bool(ref):
+        raise SpecError(f"spec.storage.s3.serverSideEncryption.{_SSE_C_KEY}")
+    if ref:
+        required(ref, "name", "spec.storage.s3.serverSideEncryption.customerKeySecretRef")
+    customer = _secret_key_ref(ref, DEFAULT_SSE_CUSTOMER_KEY_KEY)
+    return {"sse_mode": mode, "sse_kms_key_id": kms, "sse_customer_key": customer}
+
+
+def _encryption_key(raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
+    if not raw:
+        return None
+    ref = required(raw, "keySecretRef", "spec.backup.encryption")
+    required(ref, "name", "spec.backup.encryption.keySecretRef")
+    return _secret_key_ref(ref, DEFAULT_ENCRYPTION_KEY_KEY)
 
 
 def _parse_s3(s3raw: Mapping[str, Any]) -> S3Spec:
@@ -259,10 +298,14 @@ def _parse_s3(s3raw: Mapping[str, Any]) -> S3Spec:
         secret_access_key_key=str(creds.get("secretAccessKeyKey", DEFAULT_SECRET_ACCESS_KEY_KEY)),
         session_token_key=creds.get("sessionTokenKey") or None,
         ca_bundle=_secret_key_ref(s3raw.get("caBundleSecretRef"), DEFAULT_CA_KEY),
+        **_sse(s3raw.get("serverSideEncryption")),
     )
 
 
 # ---------------------------------------------------------------------------- the spec schema
+
+_SSE_KMS_ONLY = "kmsKeyId is only allowed with mode SSE-KMS"
+_SSE_C_KEY = "customerKeySecretRef is required with mode SSE-C and only allowed with it"
 
 
 def _quoted(items: tuple[str, ...]) -> str:
@@ -396,6 +439,31 @@ _S3 = obj(
             required=["name"],
         ),
         "caBundleSecretRef": _secret_ref(name=prop("string", minLength=1), default_key=DEFAULT_CA_KEY),
+        "serverSideEncryption": obj(
+            {
+                "mode": prop("string", enum=SSE_MODES),
+                "kmsKeyId": prop("string", minLength=1, maxLength=2048),
+                "customerKeySecretRef": _secret_ref(
+                    name=prop("string", minLength=1, maxLength=253),
+                    default_key=DEFAULT_SSE_CUSTOMER_KEY_KEY,
+                    minLength=1,
+                    maxLength=253,
+                ),
+            },
+            required=["mode"],
+            rules=[
+                rule("!has(self.kmsKeyId) || self.mode == 'SSE-KMS'", _SSE_KMS_ONLY),
+                rule(
+                    "self.mode == 'SSE-C' ? has(self.customerKeySecretRef) : !has(self.customerKeySecretRef)",
+                    _SSE_C_KEY,
+                ),
+            ],
+            description=(
+                "S3 server-side encryption of the stored objects: SSE-S3 (keys managed by S3), SSE-KMS "
+                "(a KMS key, kmsKeyId or the bucket's default) or SSE-C (a customer key from a Secret, "
+                "base64 of 32 random bytes). Independent of backup.encryption (client-side)."
+            ),
+        ),
     },
     required=["bucket", "credentialsSecretRef"],
 )
@@ -427,6 +495,23 @@ _BACKUP = obj(
             ),
             enum=LAYOUTS,
             default=DEFAULT_LAYOUT,
+        ),
+        "encryption": obj(
+            {
+                "keySecretRef": _secret_ref(
+                    name=prop("string", minLength=1, maxLength=253),
+                    default_key=DEFAULT_ENCRYPTION_KEY_KEY,
+                    minLength=1,
+                    maxLength=253,
+                    pattern="^[-._a-zA-Z0-9]+$",
+                ),
+            },
+            required=["keySecretRef"],
+            description=(
+                "Client-side encryption of every stored object with age (X25519). keySecretRef names a Secret "
+                "key holding an age identity file (AGE-SECRET-KEY-1... lines; the first one encrypts new "
+                "backups, all of them can decrypt). See docs/encryption.md."
+            ),
         ),
         "extraDumpArgs": prop(
             "array",

@@ -21,6 +21,12 @@ ENV_DB_PASSWORD = "MBO_DB_PASSWORD"
 ENV_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
 ENV_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
 ENV_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+# The client-side encryption key Secret's content (an age identity file), when the policy has one.
+ENV_ENCRYPTION_KEY = "MBO_ENCRYPTION_KEY"
+# backup.encryption in the agent config: the format the agent writes (only age v1 so far).
+ENCRYPTION_FORMAT = "age-v1"
+# S3 SSE-C: the customer key (base64 of 32 bytes) from its Secret.
+ENV_SSE_CUSTOMER_KEY = "MBO_SSE_CUSTOMER_KEY"
 ENV_AZURE_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
 ENV_AZURE_ACCOUNT_KEY = "AZURE_STORAGE_KEY"
 ENV_AZURE_SAS_TOKEN = "AZURE_STORAGE_SAS_TOKEN"
@@ -64,6 +70,10 @@ class StorageConfig:
     azure_sas_token: str | None = field(default=None, repr=False)
     gcs_project: str | None = None
     gcs_credentials_json: str | None = field(default=None, repr=False)
+    # S3 server-side encryption pass-through (storage.s3.serverSideEncryption).
+    sse_mode: str | None = None
+    sse_kms_key_id: str | None = None
+    sse_customer_key: str | None = field(default=None, repr=False)  # base64 of 32 bytes (SSE-C)
 
     @property
     def secrets(self) -> list[str | None]:
@@ -74,6 +84,7 @@ class StorageConfig:
             self.azure_account_key,
             self.azure_sas_token,
             self.gcs_credentials_json,
+            self.sse_customer_key,
             *_secret_parts(self.azure_connection_string, self.azure_sas_token, self.gcs_credentials_json),
         ]
 
@@ -102,11 +113,19 @@ class AgentConfig:
     storage: StorageConfig
     backup: Mapping[str, Any]
     restore: Mapping[str, Any]
+    encryption_key: str | None = field(default=None, repr=False)
     archive: Mapping[str, Any] = field(default_factory=dict)  # the binlog archiver's settings
 
     @property
     def secrets(self) -> list[str | None]:
-        return [self.db.password, *self.storage.secrets]
+        # Each line of the key file too: a message could quote one identity of several.
+        key_lines = [ln.strip() for ln in (self.encryption_key or "").splitlines() if ln.strip()]
+        return [self.db.password, *self.storage.secrets, *key_lines]
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether backups are to be encrypted (the operator sets backup.encryption)."""
+        return bool(self.backup.get("encryption"))
 
     @property
     def compression(self) -> Compression:
@@ -146,8 +165,12 @@ def load(environ: Mapping[str, str] | None = None) -> AgentConfig:
             azure_sas_token=env.get(ENV_AZURE_SAS_TOKEN) or None,
             gcs_project=s.get("project"),
             gcs_credentials_json=env.get(ENV_GCS_CREDENTIALS) or None,
+            sse_mode=(s.get("serverSideEncryption") or {}).get("mode"),
+            sse_kms_key_id=(s.get("serverSideEncryption") or {}).get("kmsKeyId"),
+            sse_customer_key=env.get(ENV_SSE_CUSTOMER_KEY) or None,
         ),
         backup=raw.get("backup") or {},
         restore=raw.get("restore") or {},
+        encryption_key=env.get(ENV_ENCRYPTION_KEY) or None,
         archive=raw.get("archive") or {},
     )

@@ -16,6 +16,8 @@ import re
 from ..api import Compression
 
 MANIFEST_NAME = "manifest.json"
+# Appended to every object key of an encrypted backup (dump.sql.zst.age): `age -d` first, then zstd.
+ENCRYPTED_SUFFIX = ".age"
 
 
 def storage_dir(*, prefix: str, namespace: str, policy: str, backup: str, uid: str) -> str:

@@ -100,6 +100,9 @@ class Manifest:
     completed_at: str | None = None
     duration_seconds: float | None = None
     version: int = MANIFEST_VERSION
+    # Client-side encryption of every object: {"format": "age-v1", "keyId": "<16 hex>"}, or None.
+    # Never the key; sha256 and sizes are over the stored (encrypted) bytes.
+    encryption: Mapping[str, Any] | None = None
 
     @property
     def primary(self) -> ManifestObject:
@@ -140,10 +143,19 @@ class Manifest:
             "startedAt": self.started_at,
             "completedAt": self.completed_at,
             "durationSeconds": self.duration_seconds,
+            **({"encryption": dict(self.encryption)} if self.encryption else {}),
         }
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), indent=2).encode()
+
+
+def _encryption(raw: Any) -> Mapping[str, Any] | None:
+    if not raw:
+        return None
+    if not isinstance(raw, Mapping) or not raw.get("format") or not raw.get("keyId"):
+        raise ManifestError("the backup manifest's encryption entry needs a format and a keyId")
+    return {"format": str(raw["format"]), "keyId": str(raw["keyId"])}
 
 
 def combined_sha256(objects: Sequence[ManifestObject]) -> str:
@@ -204,6 +216,7 @@ def parse(data: Mapping[str, Any] | bytes | str) -> Manifest:
         completed_at=data.get("completedAt"),
         duration_seconds=data.get("durationSeconds"),
         version=version,
+        encryption=_encryption(data.get("encryption")),
     )
     if m.sha256 != str(data["sha256"]):
         raise ManifestError("the manifest's sha256 does not match the digest of its objects")

@@ -44,6 +44,7 @@ class BackupResult:
             "startedAt": m.started_at,
             "completedAt": m.completed_at,
             "durationSeconds": m.duration_seconds,
+            "encryption": dict(m.encryption) if m.encryption else None,
         }
 
 

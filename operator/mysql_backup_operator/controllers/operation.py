@@ -114,6 +114,7 @@ class Context:
             (policy.database.password.name, policy.database.password.key),
             *((e.secret, e.key) for e in Target.of(policy).secret_env),
         ]
+        refs += [(r.name, r.key) for _, r in jobs.extra_secret_refs(policy)]
         cache: dict[str, dict[str, str] | None] = {}
         for name, key in refs:
             if name not in cache:

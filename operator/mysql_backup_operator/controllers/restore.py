@@ -29,6 +29,7 @@ from ..api.common import SpecError, parse_iso
 from ..api.policy import PolicySpec
 from ..api.restore import RestorePhase, RestoreSpec, RestoreStatus, parse_restore, restore_plan, safety_scope
 from ..api.schema import from_wire
+from ..contract.encryption import restore_key_problem
 from .operation import OperationController, Step, phase_of, utcnow
 from .pitr import job_config as pitr_job_config
 from .pitr import resolve_point_in_time
@@ -87,13 +88,19 @@ class RestoreController(OperationController):
         )
         if pending:
             if self._take_lock(obj, db_key, policy.database.identity):
-                self._start(obj, step, policy, db_key=db_key)
+                self._start(obj, step, policy, db_key=db_key, bstatus=bstatus)
             return
         if step.phase == RestorePhase.BACKING_UP:
             return self._after_safety_backup(
                 obj, step, spec, policy, bstatus, db_key=db_key, databases=databases, target=target
             )
         self._follow(obj, step, policy, db_key=db_key, databases=databases)
+
+    def _key_text(self, namespace: str, policy: PolicySpec) -> str | None:
+        """The policy's client-side encryption key file (its Secret was just checked), or None."""
+        ref = policy.encryption_key
+        data = self.kube.secret_values(namespace, ref.name) if ref else None
+        return data.get(ref.key) if data and ref else None
 
     def _backup_usable(self, obj: dict[str, Any], step: Step, spec: RestoreSpec, bstatus: Mapping[str, Any]) -> bool:
         """Pending: the Backup to restore must be complete with its objects present; waits for a running one."""
@@ -114,11 +121,20 @@ class RestoreController(OperationController):
         self._set(obj, self._status(obj).pending(message=msg, generation=step.generation))
         return False
 
-    def _start(self, obj: dict[str, Any], step: Step, policy: PolicySpec, *, db_key: str) -> None:
-        """Pending, lock held: check the Secrets, then ask for the safety backup."""
+    def _start(
+        self, obj: dict[str, Any], step: Step, policy: PolicySpec, *, db_key: str, bstatus: Mapping[str, Any]
+    ) -> None:
+        """Pending, lock held: check the Secrets and that the encryption key fits the Backup, then
+        ask for the safety backup."""
         problem, _ = self.ctx.missing_secrets(step.namespace, policy)
         if problem:
             return self._fail(obj, Reason.SECRET_NOT_FOUND, problem, release=db_key)
+        # A key that cannot decrypt the Backup fails now, not after a safety backup.
+        key_problem = restore_key_problem(
+            encryption=bstatus.get("encryption"), key_text=self._key_text(step.namespace, policy)
+        )
+        if key_problem:
+            return self._fail(obj, key_problem[0], key_problem[1], release=db_key)
         safety = self._ensure_pre_restore_backup(obj, policy)
         now = utcnow()
         self._set(obj, self._status(obj).backing_up(pre_restore=safety, generation=step.generation, now=now))
