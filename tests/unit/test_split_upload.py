@@ -75,3 +75,45 @@ def test_a_failure_leaves_nothing_behind() -> None:
     assert bucket.objects, "earlier tables were published before the failure"
     up.abort()
     assert not bucket.objects and not bucket.uploads
+
+
+def test_sigterm_while_a_table_object_opens_leaves_no_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pod is deleted just as the next table's upload is created (the killed-agent e2e test
+    hit it): the signal waits until the object is reachable, so abort() finds every upload."""
+    import os
+    import signal
+
+    from mysql_backup_operator.agent import interrupt
+
+    class SignalOnCreate(FakeBucket):
+        def create_multipart_upload(self, *, Key: str, **kw: Any) -> dict[str, str]:
+            r = super().create_multipart_upload(Key=Key, **kw)
+            if "/1-tables/" in Key:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return r
+
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupt.install()
+    try:
+        bucket = SignalOnCreate()
+        up = SplitUpload(
+            store=S3Store.from_client(bucket, "b"), directory="d", kind=Compression.ZSTD, level=3, metadata={}
+        )
+        with pytest.raises(interrupt.Terminated):
+            up.stream(io.BufferedReader(io.BytesIO(DUMP)))  # type: ignore[arg-type]
+        up.abort()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not bucket.uploads and not bucket.objects
+
+
+def test_an_object_that_fails_to_open_aborts_its_own_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mysql_backup_operator.agent import pipeline
+
+    monkeypatch.setattr(pipeline, "zstd_command", lambda level: ["/nonexistent/zstd"])
+    bucket = FakeBucket()
+    with pytest.raises(FileNotFoundError):
+        pipeline.CompressedObject(
+            store=S3Store.from_client(bucket, "b"), key="d/t.sql.zst", kind=Compression.ZSTD, level=3
+        )
+    assert not bucket.uploads

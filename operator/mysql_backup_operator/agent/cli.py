@@ -18,7 +18,6 @@ import hashlib
 import io
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ from ..contract import result as res
 from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
 from ..contract.keys import directory_of
 from ..contract.store import SCHEMES, ObjectStore, is_sdk_error
-from . import binlog, crypto, errors, storage
+from . import binlog, crypto, errors, interrupt, storage
 from .config import AgentConfig, load
 from .errors import AgentError
 from .memory import tune_malloc
@@ -65,14 +64,6 @@ def now() -> dt.datetime:
 
 def iso(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (deadline exceeded or pod deleted)."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
 
 
 # ----------------------------------------------------------------------------- database metadata
@@ -257,17 +248,18 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         metadata = {"mysqlbackup-backup": str(cfg.backup.get("name", "")), "mysqlbackup-compression": compression}
         level = cfg.backup.get("compressionLevel")
         try:
-            if per_table:
-                split = SplitUpload(
-                    store=store,
-                    directory=directory_of(cfg.storage.manifest_key),
-                    kind=compression,
-                    level=level,
-                    metadata=metadata,
-                    recipient=recipient,
-                )
-            else:
-                writer = store.writer(cfg.storage.dump_key, metadata=metadata)
+            with interrupt.shielded():  # see agent/interrupt.py: an opened upload is always abortable
+                if per_table:
+                    split = SplitUpload(
+                        store=store,
+                        directory=directory_of(cfg.storage.manifest_key),
+                        kind=compression,
+                        level=level,
+                        metadata=metadata,
+                        recipient=recipient,
+                    )
+                else:
+                    writer = store.writer(cfg.storage.dump_key, metadata=metadata)
         except Exception as e:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
         dump_out: io.BufferedReader | io.BytesIO
@@ -782,16 +774,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mysql-backup-agent {__version__}")
         return 0
     if args[0] == "archive":
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        interrupt.install()
         cfg = load()
         LOG.info("binlog archiver starting (agent %s) for %s:%d", __version__, cfg.db.host, cfg.db.port)
-        with contextlib.suppress(Terminated):
+        with contextlib.suppress(interrupt.Terminated):
             binlog.archive(cfg, connect=lambda: connect(cfg), s3=storage.client(cfg.storage))
         return 0
     if args[0] not in ("backup", "restore"):
         print(f"unknown command {args[0]!r}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupt.install()
     if args[0] == "restore":
         tune_malloc()  # not for backups: see agent/memory.py
     cfg = load()
@@ -804,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("%s failed: %s: %s", op, e.reason, msg)
         write_result(res.Failure(operation=op, reason=str(e.reason), message=msg).to_dict())
         return 2 if e.permanent else 1
-    except Terminated:
+    except interrupt.Terminated:
         msg = f"{op} was stopped by SIGTERM (pod deleted or evicted); nothing partial was published"
         write_result(res.Failure(operation=op, reason=str(Reason.INTERRUPTED), message=msg).to_dict())
         return 1

@@ -36,7 +36,7 @@ from typing import IO, Any, Protocol, cast
 from ..api import Compression, Reason
 from ..contract.keys import part_key
 from ..contract.manifest import ManifestObject, ObjectKind
-from . import crypto
+from . import crypto, interrupt
 from .errors import AgentError
 from .split import Dest, DumpSplitter, Piece, Unit
 from .sqlstream import Buffer, compressor
@@ -242,20 +242,29 @@ class CompressedObject:
         """`small`: schema-only objects, compressed in-process and single-threaded (no zstd process).
         `recipient`: encrypt (age) after compression."""
         self.store, self.key = store, key
-        self.writer = store.writer(key, metadata=metadata)
-        self.stats = StreamStats()
-        self.out = crypto.stage(recipient, self._stored)
-        self.finished = False
-        argv = zstd_command(level) if kind == Compression.ZSTD and not small else None
         self.proc: subprocess.Popen[bytes] | None = None
-        self.comp = None if argv else compressor(kind, level, threads=0 if small else -1)
-        self.error: list[BaseException] = []
-        if argv:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            widen_pipe(self.proc.stdin)
-            widen_pipe(self.proc.stdout)
-            self.reader = threading.Thread(target=self._drain, name=f"drain-{key[-24:]}", daemon=True)
-            self.reader.start()
+        self.writer = store.writer(key, metadata=metadata)
+        try:
+            self.stats = StreamStats()
+            self.out = crypto.stage(recipient, self._stored)
+            self.finished = False
+            argv = zstd_command(level) if kind == Compression.ZSTD and not small else None
+            self.comp = None if argv else compressor(kind, level, threads=0 if small else -1)
+            self.error: list[BaseException] = []
+            if argv:
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+                widen_pipe(self.proc.stdin)
+                widen_pipe(self.proc.stdout)
+                self.reader = threading.Thread(target=self._drain, name=f"drain-{key[-24:]}", daemon=True)
+                self.reader.start()
+        except BaseException:
+            # Nobody holds this object yet, so nobody else would abort its upload.
+            self.writer.abort()
+            if self.proc is not None:
+                self.proc.kill()
+            raise
 
     def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -362,7 +371,11 @@ class SplitUpload:
         self.splitter = DumpSplitter()
         self.raw = StreamStats()
         self.prologue = self._open(part_key(directory, kind, kind="prologue"), small=True)
-        self.epilogue = self._open(part_key(directory, kind, kind="epilogue"), small=True)
+        try:
+            self.epilogue = self._open(part_key(directory, kind, kind="epilogue"), small=True)
+        except BaseException:
+            self.prologue.abort()
+            raise
         self.table: CompressedObject | None = None
         self.table_dest: Dest | None = None
         self.tables: list[tuple[CompressedObject, Dest]] = []
@@ -393,7 +406,10 @@ class SplitUpload:
                 key = part_key(
                     self.directory, self.kind, kind="table", index=index, database=d.database or "", table=d.table or ""
                 )
-                self.table, self.table_dest = self._open(key), d
+                # Shielded: a SIGTERM between the upload's creation and this assignment would
+                # leave an upload that abort() cannot see (agent/interrupt.py).
+                with interrupt.shielded():
+                    self.table, self.table_dest = self._open(key), d
             assert self.table is not None
             self.table.write(piece.data)
         elif unit == Unit.PROLOGUE:
