@@ -19,6 +19,8 @@ if [ "${MBO_NODE:-process}" = real ] || [ "${MBO_IMAGE_DEPS:-}" = 1 ]; then
   command -v runc >/dev/null 2>&1 || need+=(runc)
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
+  # ip netns / veth for the node's network namespace; nsenter is util-linux (above).
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v buildah >/dev/null 2>&1 || need+=(buildah)
   command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 fi
