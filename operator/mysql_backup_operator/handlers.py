@@ -15,8 +15,8 @@ import kopf
 
 from . import __version__, metrics
 from .api import BACKUPS, GROUP, LABEL_MANAGED_BY, MANAGED_BY, POLICIES, RESTORES, VERSION
-from .controllers.backup_restore import Reconciler, Settings
 from .controllers.cache import Cache
+from .controllers.operation import Context, Settings
 from .controllers.runtime import Runtime, Tuning
 from .k8s.kube import Kube
 from .models import DEFAULT_AGENT_IMAGE
@@ -44,7 +44,7 @@ def runtime() -> Runtime:
             resync_seconds=_float_env("MBO_RESYNC_SECONDS", 30),
             policy_resync_seconds=_float_env("MBO_POLICY_RESYNC_SECONDS", 600),
         )
-        _runtime.append(Runtime(kube, Reconciler(kube, settings, cache=CACHE), CACHE, tuning))
+        _runtime.append(Runtime(Context(kube, settings, cache=CACHE), tuning))
     return _runtime[0]
 
 

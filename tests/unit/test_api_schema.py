@@ -12,7 +12,7 @@ import yaml
 from mysql_backup_operator import conditions as c
 from mysql_backup_operator.api import BackupPhase, Compression, DeletionPolicy, Reason, RestorePhase, Trigger
 from mysql_backup_operator.controllers.cache import BackupRow
-from mysql_backup_operator.controllers.policy import PolicyReconciler
+from mysql_backup_operator.controllers.policy import PolicyController
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -74,7 +74,7 @@ def test_policy_roll_up_writes_declared_fields_only() -> None:
         BackupRow(name="b", namespace="n", uid="v", created="2026-01-02T00:00:00Z", policy="p", trigger="scheduled",
                   phase="Failed", reason="DumpFailed"),
     ]  # fmt: skip
-    written = set(PolicyReconciler._rollup(rows))
+    written = set(PolicyController._rollup(rows))
     written |= {"observedGeneration", "reason", "message", "conditions", "nextScheduleTime", "lastScheduleTime"}
     written |= {"missedRuns", "skippedRuns", "lastSkippedTime", "lastPrunedAfter", "lastPruneTime", "prunedCount"}
     written |= {"lastSyncTime", "lastSyncError"}

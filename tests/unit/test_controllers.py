@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mysql_backup_operator.controllers.backup_restore import BACKUP_FINALIZER, Reconciler, Settings
+from mysql_backup_operator.controllers.backup import BACKUP_FINALIZER, BackupController
+from mysql_backup_operator.controllers.operation import Context, Settings
 from mysql_backup_operator.controllers.runtime import Runtime, Tuning
 
 from tests.unit.fakes import FakeKube, build_cache
@@ -44,9 +45,13 @@ def world() -> tuple[FakeKube, list[tuple[str, str, str]]]:
     return kube, []
 
 
-def reconciler(kube: FakeKube, woken: list[tuple[str, str, str]]) -> Reconciler:
+def context(kube: FakeKube, woken: list[tuple[str, str, str]]) -> Context:
     settings = Settings(lock_namespace="sys", agent_image="img")
-    return Reconciler(kube, settings, cache=build_cache(kube), wake=woken.append)  # type: ignore[arg-type]
+    return Context(kube, settings, cache=build_cache(kube), wake=woken.append)  # type: ignore[arg-type]
+
+
+def reconciler(kube: FakeKube, woken: list[tuple[str, str, str]]) -> BackupController:
+    return BackupController(context(kube, woken))
 
 
 def backup(kube: FakeKube, name: str, created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
@@ -65,7 +70,7 @@ def test_a_new_backup_gets_labels_finalizer_lock_and_job_in_one_step() -> None:
     kube, woken = world()
     backup(kube, "b1")
     r = reconciler(kube, woken)
-    r.backup(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
+    r.reconcile(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
     b = kube.objects[("backups", NS, "b1")]
     assert b["status"]["phase"] == "Running"
     assert BACKUP_FINALIZER in b["metadata"]["finalizers"]
@@ -80,28 +85,26 @@ def test_job_completion_completes_the_backup_releases_the_lock_and_wakes_the_nex
     kube, woken = world()
     backup(kube, "b1", "2026-01-01T00:00:00Z")
     r = reconciler(kube, woken)
-    r.backup(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
+    r.reconcile(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
     backup(kube, "b2", "2026-01-01T00:00:05Z")
     r = reconciler(kube, woken)
-    r.backup(kube.get("backups", NS, "b2"))  # type: ignore[arg-type]
+    r.reconcile(kube.get("backups", NS, "b2"))  # type: ignore[arg-type]
     b2 = kube.objects[("backups", NS, "b2")]
     assert b2["status"]["reason"] == "DatabaseBusy"
     assert (NS, "backup-b2") not in kube.jobs
 
     kube.finish_job(NS, "backup-b1", ok=True, result=OK_RESULT)
     r = reconciler(kube, woken)  # the cache now knows b2 waits, as the index would
-    r.backup(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
+    r.reconcile(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
     assert kube.objects[("backups", NS, "b1")]["status"]["phase"] == "Completed"
     assert kube.coordination.leases == {}
     assert ("Backup", NS, "b2") in woken
-    r.backup(kube.get("backups", NS, "b2"))  # type: ignore[arg-type]
+    r.reconcile(kube.get("backups", NS, "b2"))  # type: ignore[arg-type]
     assert kube.objects[("backups", NS, "b2")]["status"]["phase"] == "Running"
 
 
 def runtime(kube: FakeKube) -> Runtime:
-    cache = build_cache(kube)
-    r = Reconciler(kube, Settings(lock_namespace="sys", agent_image="img"), cache=cache)  # type: ignore[arg-type]
-    return Runtime(kube, r, cache, Tuning(policy_coalesce_seconds=0))  # type: ignore[arg-type]
+    return Runtime(context(kube, []), Tuning(policy_coalesce_seconds=0))
 
 
 def finished(kube: FakeKube, n: int) -> None:
@@ -182,18 +185,18 @@ def test_before_the_cache_is_synced_the_lock_queue_is_read_live() -> None:
     """Right after a start the cache may not know an older waiter yet: it must not be overtaken."""
     kube, woken = world()
     backup(kube, "holder", "2026-01-01T00:00:00Z")
-    reconciler(kube, woken).backup(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    reconciler(kube, woken).reconcile(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
     older = backup(kube, "older", "2026-01-01T00:00:01Z")
-    reconciler(kube, woken).backup(kube.get("backups", NS, "older"))  # type: ignore[arg-type]
+    reconciler(kube, woken).reconcile(kube.get("backups", NS, "older"))  # type: ignore[arg-type]
     assert kube.objects[("backups", NS, "older")]["status"]["reason"] == "DatabaseBusy"
     kube.finish_job(NS, "backup-holder", ok=True, result=OK_RESULT)
-    reconciler(kube, woken).backup(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    reconciler(kube, woken).reconcile(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
     backup(kube, "newer", "2026-01-01T00:00:09Z")
     r = reconciler(kube, woken)
-    r.cache.synced.clear()  # a fresh start: the cache knows nothing yet
-    r.cache = type(r.cache)()
+    r.ctx.cache.synced.clear()  # a fresh start: the cache knows nothing yet
+    r.ctx.cache = type(r.ctx.cache)()
     kube.calls.clear()
-    r.backup(kube.get("backups", NS, "newer"))  # type: ignore[arg-type]
+    r.reconcile(kube.get("backups", NS, "newer"))  # type: ignore[arg-type]
     assert [c for c in kube.calls if c[0] == "list"], "the queue was not read live"
     newer = kube.objects[("backups", NS, "newer")]
     assert newer["status"]["reason"] == "QueuedBehindEarlierOperation" and (NS, "backup-newer") not in kube.jobs
@@ -202,13 +205,13 @@ def test_before_the_cache_is_synced_the_lock_queue_is_read_live() -> None:
 
 def test_the_sync_gate_waits_for_every_counted_kind_and_not_just_for_quiet() -> None:
     kube, _ = world()
-    rt = Runtime(kube, reconciler(kube, []), build_cache(kube), Tuning(sync_quiet_seconds=0.0))  # type: ignore[arg-type]
+    rt = Runtime(context(kube, []), Tuning(sync_quiet_seconds=0.0))
     rt._expected = {"Backup": 2, "Restore": 0, "BackupPolicy": 1}
     rt.listed("BackupPolicy")
     assert not rt.synced()  # quiet, but the (slow, big) Backup listing has not started yet
     rt.listed("Backup")
     assert rt.synced()  # started and quiet again
-    rt2 = Runtime(kube, reconciler(kube, []), build_cache(kube), Tuning(sync_quiet_seconds=60.0))  # type: ignore[arg-type]
+    rt2 = Runtime(context(kube, []), Tuning(sync_quiet_seconds=60.0))
     rt2._expected = {"Backup": 1, "BackupPolicy": 1}
     rt2.listed("Backup")
     assert not rt2.synced()

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from mysql_backup_operator.controllers.backup_restore import Reconciler, Settings
+from mysql_backup_operator.controllers.operation import Context, Settings
 from mysql_backup_operator.controllers.sync import SyncController
 from mysql_backup_operator.models import parse_policy
 from mysql_backup_operator.objectstore import Store
@@ -69,10 +69,10 @@ def setup(objects: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Fak
     kube = FakeKube()
     pol = kube.add("backuppolicies", NS, {"kind": "BackupPolicy", "metadata": {"name": "pol"}, "spec": SPEC})
     store = FakeStore(objects)
-    base = Reconciler(kube, Settings(lock_namespace="sys", agent_image="img"), cache=build_cache(kube))  # type: ignore[arg-type]
-    monkeypatch.setattr(base, "store", lambda namespace, loc: store)
+    ctx = Context(kube, Settings(lock_namespace="sys", agent_image="img"), cache=build_cache(kube))  # type: ignore[arg-type]
+    monkeypatch.setattr(ctx, "store", lambda namespace, loc: store)
     assert pol
-    return kube, store, SyncController(base)
+    return kube, store, SyncController(ctx)
 
 
 def test_a_dump_with_a_valid_manifest_and_no_backup_is_imported_complete(monkeypatch: pytest.MonkeyPatch) -> None:

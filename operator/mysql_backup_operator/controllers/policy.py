@@ -34,8 +34,8 @@ from ..api import (
 from ..models import PolicySpec, SpecError, parse_policy
 from ..retention import BackupInfo, RetentionSpec, parse_retention, plan
 from ..schedule import Schedule, interval, parse_schedule, run_name, tick
-from .backup_restore import Reconciler, utcnow
 from .cache import BackupRow
+from .operation import Context, utcnow
 from .sync import SyncController
 
 LOG = logging.getLogger(__name__)
@@ -76,11 +76,11 @@ def _seconds_until(t: dt.datetime | None, now: dt.datetime) -> float | None:
     return None if t is None else max(0.0, (t - now).total_seconds())
 
 
-class PolicyReconciler:
-    def __init__(self, base: Reconciler) -> None:
-        self.base = base
-        self.sync = SyncController(base)
-        self.kube = base.kube
+class PolicyController:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.sync = SyncController(ctx)
+        self.kube = ctx.kube
 
     def reconcile(self, obj: dict[str, Any]) -> float | None:
         """One pass; returns the seconds after which the policy wants to be looked at again."""
@@ -110,7 +110,7 @@ class PolicyReconciler:
             self._patch(obj, {**patch, "reason": "InvalidSpec", "message": str(e), "conditions": conditions})
             return None
         patch.update({"reason": None, "message": None})
-        backups = self.base.cache.backups_of_policy(ns, name)
+        backups = self.ctx.cache.backups_of_policy(ns, name)
         wake: list[float | None] = []
 
         if sched.schedule is not None:

@@ -29,9 +29,11 @@ from kubernetes.client.rest import ApiException
 from ..api import BACKUPS, POLICIES, RESTORES, BackupPhase, RestorePhase
 from ..k8s.kube import Kube, TransientError
 from ..objectstore import StorageError
-from .backup_restore import BACKUP_FINALIZER, Reconciler, scrub
+from .backup import BACKUP_FINALIZER, BackupController
 from .cache import Cache, ObjectKey, backup_row, backup_terminal, db_key_of, restore_terminal, slim
-from .policy import PolicyReconciler
+from .operation import Context, scrub
+from .policy import PolicyController
+from .restore import RestoreController
 from .workqueue import WorkQueue
 
 LOG = logging.getLogger("mysql_backup_operator")
@@ -80,14 +82,16 @@ def _error_delay(e: ApiException) -> tuple[float, str]:
 
 
 class Runtime:
-    def __init__(self, kube: Kube, reconciler: Reconciler, cache: Cache, tuning: Tuning) -> None:
-        self.kube = kube
-        self.cache = cache
+    def __init__(self, ctx: Context, tuning: Tuning) -> None:
+        self.kube: Kube = ctx.kube
+        self.ctx = ctx
+        self.cache: Cache = ctx.cache
         self.tuning = tuning
-        self.backups = reconciler
-        self.policies = PolicyReconciler(reconciler)
+        self.backups = BackupController(ctx)
+        self.restores = RestoreController(ctx)
+        self.policies = PolicyController(ctx)
         self.queue: WorkQueue[ObjectKey] = WorkQueue(self.process, workers=tuning.workers)
-        reconciler.wake = self.queue.add
+        ctx.wake = self.queue.add
         self._bodies: dict[ObjectKey, dict[str, Any]] = {}
         self._active_restores: dict[ObjectKey, str] = {}  # non-terminal Restore -> its backupRef name
         self._retries: dict[ObjectKey, int] = {}
@@ -166,7 +170,7 @@ class Runtime:
             with self._lock:
                 self._bodies.pop(key, None)
             if db := db_key_of(body):
-                self.backups.wake_waiting(db)  # the lock holder may be gone
+                self.ctx.wake_waiting(db)  # the lock holder may be gone
         elif m.get("deletionTimestamp"):
             if BACKUP_FINALIZER in (m.get("finalizers") or []):
                 self._enqueue(key, body)
@@ -193,7 +197,7 @@ class Runtime:
                 self._bodies.pop(key, None)
             if event_type == "DELETED":
                 if db := db_key_of(body):
-                    self.backups.wake_waiting(db)
+                    self.ctx.wake_waiting(db)
                 return
             if LEGACY_FINALIZER in (m.get("finalizers") or []):
                 self._enqueue(key, body)
@@ -270,12 +274,12 @@ class Runtime:
                 return self._finalize_backup(key, body)
             if backup_terminal(body):
                 return None
-            self.backups.backup(body)
+            self.backups.reconcile(body)
             return None if backup_terminal(body) else self.tuning.resync_seconds
         self._drop_legacy_finalizer(RESTORES, body)
         if restore_terminal(body) or body["metadata"].get("deletionTimestamp"):
             return None
-        self.backups.restore(body)
+        self.restores.reconcile(body)
         return None if restore_terminal(body) else self.tuning.resync_seconds
 
     def _drop_legacy_finalizer(self, plural: str, body: dict[str, Any]) -> None:
@@ -296,7 +300,7 @@ class Runtime:
             return None
         ns = m["namespace"]
         try:
-            done = self.backups.delete_backup_data(body)
+            done = self.backups.delete_data(body)
         except StorageError as e:
             if e.no_credentials and self.kube.namespace_terminating(ns):
                 # The namespace controller deletes Secrets and Backups together; holding the finalizer

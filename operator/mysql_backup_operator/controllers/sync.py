@@ -26,15 +26,15 @@ from ..api import (
 )
 from ..models import PolicySpec
 from ..objectstore import Location, StorageError, Store, result_from_manifest
-from .backup_restore import Reconciler, utcnow
+from .operation import Context, utcnow
 
 LOG = logging.getLogger(__name__)
 
 
 class SyncController:
-    def __init__(self, base: Reconciler) -> None:
-        self.base = base
-        self.kube = base.kube
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.kube = ctx.kube
 
     def run(self, obj: Mapping[str, Any], policy: PolicySpec, now: dt.datetime) -> dict[str, Any]:
         """Recovery from storage. Rare (every syncIntervalSeconds), so it reads the Backups live:
@@ -43,7 +43,7 @@ class SyncController:
         ns = m["namespace"]
         probe = Location.for_policy(policy, "", "")
         try:
-            store = self.base.store(ns, probe)
+            store = self.ctx.store(ns, probe)
         except StorageError as e:
             self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
             return {"lastSyncTime": cond.iso(now), "lastSyncError": str(e)}

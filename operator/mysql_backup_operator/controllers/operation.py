@@ -1,0 +1,361 @@
+"""What the Backup and Restore controllers share: both are operations on one database under its
+Lease lock, driven by one Job whose agent reports a JSON result.
+
+`Context` holds the services every controller uses (the Kubernetes door, the lock, the watch-fed
+cache, the wake-up hook, the object store factory). `OperationController` holds the steps the two
+state machines have in common: the preamble (defaults, terminal check, spec parsing), taking the
+lock or queueing, labels, following the Job and turning its result into a failure reason. The
+kind-specific steps live in controllers/backup.py and controllers/restore.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from .. import conditions as cond
+from .. import jobs, metrics
+from ..api import API_VERSION, BACKUPS, LABEL_DB_KEY, RESTORES, BackupPhase, Reason, RestorePhase
+from ..k8s.kube import Kube
+from ..k8s.locking import LeaseLock, Operation, acquire
+from ..models import PolicySpec, SpecError, parse_policy
+from ..objectstore import Location, StorageError, Store
+from .cache import Cache, ObjectKey, op_row
+
+LOG = logging.getLogger(__name__)
+AGENT_REASONS = {r.value for r in Reason}
+S = TypeVar("S")
+Wake = Callable[[ObjectKey], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    lock_namespace: str
+    agent_image: str
+    # A Backup whose policy does not exist yet waits this long (GitOps may apply it first).
+    missing_policy_grace_seconds: int = 60
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """Removes secret values (and password-looking assignments) from text shown to users."""
+    for s in sorted((s for s in secrets if s and len(s) >= 3), key=len, reverse=True):
+        text = text.replace(s, "****")
+    return re.sub(r"(?i)(password|secret|token)(\s*[=:]\s*)\S+", r"\1\2****", text)
+
+
+def phase_of(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("status") or {}).get("phase") or "Pending")
+
+
+def operation(obj: Mapping[str, Any]) -> Operation:
+    m = obj["metadata"]
+    return Operation(
+        created=m.get("creationTimestamp") or "",
+        kind=obj["kind"],
+        namespace=m["namespace"],
+        name=m["name"],
+        uid=m["uid"],
+    )
+
+
+def _no_wake(_: ObjectKey) -> None:
+    return None
+
+
+class Context:
+    """The services shared by every controller of one operator process.
+
+    `cache` is the watch-fed view (policies, the queue in front of each database lock); `wake`
+    puts an object key (kind, namespace, name) on the work queue, used to hand a freed lock to the
+    next operation at once instead of waiting for a safety-net pass.
+    """
+
+    def __init__(self, kube: Kube, settings: Settings, *, cache: Cache | None = None, wake: Wake = _no_wake) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.lock = LeaseLock(kube.coordination, settings.lock_namespace)
+        self.cache = cache or Cache()
+        self.wake = wake
+
+    def release(self, db_key: str, obj: Mapping[str, Any]) -> None:
+        """Releases our lock and wakes whoever waits for the database (first in line takes it)."""
+        self.lock.release(db_key, operation(obj))
+        self.wake_waiting(db_key)
+
+    def wake_waiting(self, db_key: str) -> None:
+        for row in sorted(self.cache.ops_for_database(db_key), key=lambda r: r.op):
+            if row.waiting:
+                self.wake((row.op.kind, row.op.namespace, row.op.name))
+
+    def policy(self, namespace: str, name: str) -> tuple[dict[str, Any] | None, PolicySpec | None]:
+        # The watch-fed cache first; a policy created a moment ago may not be there yet.
+        raw = self.cache.policy(namespace, name) or self.kube.get_policy(namespace, name)
+        if raw is None:
+            return None, None
+        return raw, parse_policy(
+            name=name, namespace=namespace, spec=raw.get("spec") or {}, default_image=self.settings.agent_image
+        )
+
+    def missing_secrets(self, namespace: str, policy: PolicySpec) -> tuple[str | None, list[str]]:
+        """Checks the Secrets a Job needs before launching it; returns (problem, secret values to scrub)."""
+        values: list[str] = []
+        refs = [
+            (policy.database.password.name, policy.database.password.key),
+            (policy.s3.credentials_secret, policy.s3.access_key_id_key),
+            (policy.s3.credentials_secret, policy.s3.secret_access_key_key),
+        ]
+        if policy.s3.session_token_key:
+            refs.append((policy.s3.credentials_secret, policy.s3.session_token_key))
+        cache: dict[str, dict[str, str] | None] = {}
+        for name, key in refs:
+            if name not in cache:
+                cache[name] = self.kube.secret_values(namespace, name)
+            data = cache[name]
+            if data is None:
+                return f'Secret "{name}" not found in namespace {namespace}', values
+            if key not in data:
+                return f'Secret "{name}" has no key "{key}"', values
+            values.append(data[key])
+        return None, values
+
+    def store(self, namespace: str, loc: Location) -> Store:
+        """A client for a Backup's bucket, with the credentials from its Secret."""
+        secret = self.kube.secret_values(namespace, loc.secret)
+        if secret is None:
+            raise StorageError(
+                f'credentials Secret "{loc.secret}" not found in namespace {namespace}', no_credentials=True
+            )
+        ca = None
+        if loc.ca_secret:
+            ca_values = self.kube.secret_values(namespace, loc.ca_secret) or {}
+            ca = ca_values.get(loc.ca_key or "ca.crt")
+        return Store(loc, secret, ca)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the preamble established about one object for the rest of a reconcile step."""
+
+    phase: str
+    namespace: str
+    name: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """How a finished Job ended: its outcome ("complete"/"failed"), the Job's reason, the agent's result."""
+
+    outcome: str
+    job_reason: str | None
+    result: Mapping[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "complete" and bool(self.result.get("ok"))
+
+
+class OperationController:
+    """The steps the Backup and Restore state machines share. Each call looks at the object's
+    phase and does the one next step; every step is idempotent (deterministic names, "already
+    exists" is done, the lock is re-entrant), so an operator killed at any point picks up where
+    it stopped without running anything twice. A terminal phase is never left."""
+
+    kind: ClassVar[str]
+    plural: ClassVar[str]
+    what: ClassVar[str]  # "backup" or "restore", in messages
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.kube = ctx.kube
+
+    # ---------------------------------------------------------------- per-kind hooks
+
+    def _terminal(self, phase: str) -> bool:
+        raise NotImplementedError
+
+    def _count_failure(self, obj: Mapping[str, Any], reason: str) -> None:
+        raise NotImplementedError
+
+    def _agent_failure(self) -> Reason:
+        """The reason when the agent ran but could not classify its failure."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared steps
+
+    def _begin(self, obj: dict[str, Any], parse: Callable[[Mapping[str, Any]], S]) -> tuple[Step, S] | None:
+        """The preamble of every step: defaults, the terminal check, and the spec (a bad spec fails
+        the object with InvalidSpec). None means there is nothing to do."""
+        obj.setdefault("status", {})
+        obj.setdefault("kind", self.kind)
+        obj.setdefault("apiVersion", API_VERSION)
+        phase = phase_of(obj)
+        if self._terminal(phase):
+            return None
+        m = obj["metadata"]
+        step = Step(phase=phase, namespace=m["namespace"], name=m["name"], generation=int(m.get("generation") or 1))
+        try:
+            spec = parse(obj.get("spec") or {})
+        except SpecError as e:
+            self._fail(obj, Reason.INVALID_SPEC, str(e), release=None)
+            return None
+        return step, spec
+
+    def _set(self, obj: dict[str, Any], status: Mapping[str, Any] | None) -> None:
+        if status is None:
+            return
+        m = obj["metadata"]
+        self.kube.patch_status(self.plural, m["namespace"], m["name"], status)
+        old_phase = (obj.get("status") or {}).get("phase") or "Pending"
+        if status.get("phase") and status["phase"] != old_phase:
+            LOG.info("%s %s/%s: %s -> %s", obj.get("kind"), m["namespace"], m["name"], old_phase, status["phase"])
+        # Keep the in-memory copy current so later steps in this same call see the new phase.
+        st = obj.setdefault("status", {})
+        for k, v in status.items():
+            if v is None:
+                st.pop(k, None)
+            else:
+                st[k] = v
+
+    def _fail(self, obj: dict[str, Any], reason: Reason | str, message: str, *, release: str | None) -> None:
+        gen = int(obj["metadata"].get("generation") or 1)
+        self._set(
+            obj, cond.failed(obj.get("status") or {}, reason=reason, message=message, generation=gen, now=utcnow())
+        )
+        self.kube.event(obj, warning=True, reason=str(reason), message=message)
+        self._count_failure(obj, str(reason))
+        m = obj["metadata"]
+        LOG.warning("%s %s/%s failed: %s: %s", obj["kind"], m["namespace"], m["name"], reason, message)
+        if release:
+            self.ctx.release(release, obj)
+
+    def _policy_or_fail(self, obj: dict[str, Any], policy_name: str) -> tuple[bool, PolicySpec | None]:
+        """The policy an operation runs under; (False, None) when its spec is invalid (the object failed)."""
+        try:
+            _, policy = self.ctx.policy(obj["metadata"]["namespace"], policy_name)
+        except SpecError as e:
+            self._fail(obj, Reason.INVALID_SPEC, f"BackupPolicy {policy_name}: {e}", release=None)
+            return False, None
+        return True, policy
+
+    def _is_alive(self, identity: str) -> bool:
+        """A lock holder is alive while its object exists with the same uid and is not terminal."""
+        parsed = Operation.parse_identity(identity)
+        if not parsed:
+            return False
+        kind, ns, name, uid = parsed
+        obj = self.kube.get_backup(ns, name) if kind == "Backup" else self.kube.get_restore(ns, name)
+        if obj is None or obj["metadata"]["uid"] != uid:
+            return False
+        phase = phase_of(obj)
+        terminal = BackupPhase(phase).terminal if kind == "Backup" else RestorePhase(phase).terminal
+        return not terminal
+
+    def _waiting(self, db_key: str) -> list[Operation]:
+        """The queue in front of a database lock, from the watch-fed cache (no LIST per attempt).
+        Until the cache has the initial listing (the first seconds after a start) it is read live,
+        so an older waiter the cache does not know yet is never overtaken."""
+        if self.ctx.cache.synced.is_set():
+            return [row.op for row in self.ctx.cache.ops_for_database(db_key) if row.waiting]
+        ops = []
+        for plural, kind in ((BACKUPS, "Backup"), (RESTORES, "Restore")):
+            for obj in self.kube.list_all(plural, f"{LABEL_DB_KEY}={db_key}"):
+                row = op_row(kind, obj)
+                if row.waiting:
+                    ops.append(row.op)
+        return ops
+
+    def _take_lock(self, obj: dict[str, Any], db_key: str, identity: str) -> bool:
+        gen = int(obj["metadata"].get("generation") or 1)
+        waiting = self._waiting(db_key)
+        metrics.queue_length(identity, len(waiting))
+        d = acquire(
+            self.ctx.lock,
+            db_key=db_key,
+            identity_note=identity,
+            me=operation(obj),
+            waiting=waiting,
+            is_alive=self._is_alive,
+        )
+        if d.acquire:
+            return True
+        assert d.reason is not None
+        patch = cond.queued(
+            obj.get("status") or {},
+            holder=d.blocker,
+            position=d.position,
+            reason=d.reason,
+            generation=gen,
+            now=utcnow(),
+        )
+        if patch is not None:
+            first = not (obj.get("status") or {}).get("queuePosition")
+            self._set(obj, patch)
+            if first:
+                self.kube.event(obj, warning=False, reason="Queued", message=patch["message"])
+        return False
+
+    def _ensure_labels(self, obj: dict[str, Any], labels: Mapping[str, str], *, finalizer: str | None = None) -> None:
+        """Labels (and, for Backups, the data finalizer) in one patch, only when something is missing."""
+        m = obj["metadata"]
+        current = m.get("labels") or {}
+        finalizers = list(m.get("finalizers") or [])
+        need_finalizer = finalizer is not None and finalizer not in finalizers and not m.get("deletionTimestamp")
+        if all(current.get(k) == v for k, v in labels.items()) and not need_finalizer:
+            return
+        self.kube.patch_metadata(
+            self.plural,
+            m["namespace"],
+            m["name"],
+            resource_version=m.get("resourceVersion") if need_finalizer else None,
+            labels=labels,
+            finalizers=[*finalizers, finalizer] if need_finalizer and finalizer else None,
+        )
+        m.setdefault("labels", {}).update(labels)
+        if need_finalizer and finalizer:
+            m["finalizers"] = [*finalizers, finalizer]
+
+    def _job_end(self, namespace: str, job_name: str) -> JobEnd | None:
+        """The Job's end, or None while it runs. Raises LookupError when the Job is gone."""
+        job = self.kube.get_job(namespace, job_name)
+        if job is None:
+            raise LookupError(job_name)
+        outcome, job_reason = jobs.job_outcome(job)
+        if outcome == "running":
+            return None
+        result = jobs.agent_result(self.kube.job_pods(namespace, job_name)) or {}
+        return JobEnd(outcome=outcome, job_reason=job_reason, result=result)
+
+    def _fail_from_job(self, obj: dict[str, Any], policy: PolicySpec, end: JobEnd, *, release: str | None) -> None:
+        """Fails the object with the agent's classified reason, its message scrubbed of secrets."""
+        _, secret_values = self.ctx.missing_secrets(obj["metadata"]["namespace"], policy)
+        reason, message = self._failure_from(end.result, end.job_reason, secret_values)
+        self._fail(obj, reason, message, release=release)
+
+    def _failure_from(
+        self, result: Mapping[str, Any], job_reason: str | None, secret_values: list[str]
+    ) -> tuple[str, str]:
+        what = self.what
+        if job_reason == "DeadlineExceeded":
+            return Reason.TIMEOUT, f"{what} Job exceeded its activeDeadlineSeconds and was stopped"
+        reason = result.get("reason")
+        fallback = (
+            f"{what} Job failed ({job_reason})"
+            if result
+            else f"{what} Job failed ({job_reason}) and no pod is left to say why: was it deleted or evicted?"
+        )
+        message = scrub(str(result.get("message") or fallback), secret_values)
+        if reason not in AGENT_REASONS:
+            # No classified result: either the agent never started (no result, or the runtime's
+            # StartError code 128) or it crashed before it could classify.
+            agent_ran = bool(result) and result.get("exitCode") != 128
+            reason = self._agent_failure() if agent_ran else Reason.JOB_FAILED
+        return str(reason), message
