@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STACK := $(BIN)/python hack/stack.py
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all deps venv binaries image lint unit test e2e demo stack-up stack-down stack-env clean console bench bench-scale
+.PHONY: all deps venv binaries image lint unit test e2e demo stack-up stack-down stack-env clean console bench bench-scale crds
 
 all: test
 
@@ -25,6 +25,11 @@ venv: $(BIN)/python
 ## Control plane, etcd, kubectl, helm and MinIO from the Go module proxy (cached under ~/.cache).
 binaries:
 	@bash hack/build-binaries.sh >/dev/null
+
+## crds/*.yaml, the chart's copies and docs/api-reference.md, rendered from the typed models in
+## operator/mysql_backup_operator/api/ (docs/design-typed-api.md). Run after changing a model.
+crds: venv
+	$(BIN)/python hack/gen-crds.py
 
 ## The web console's assets (committed; needs node/npm): rebuild after editing web/.
 console: venv

@@ -55,7 +55,8 @@ def render() -> str:
     out = [
         "# API reference",
         "",
-        "Generated from `crds/*.yaml` by `hack/gen-api-docs.py`; do not edit by hand.",
+        "Generated from `crds/*.yaml` (themselves rendered from `operator/mysql_backup_operator/api/` by `make crds`) "
+        "by `hack/gen-api-docs.py`; do not edit by hand. To add a field, see [the typed API](design-typed-api.md).",
         "Group `mysqlbackup.dev`, version `v1alpha1`, all kinds namespaced.",
         "",
     ]

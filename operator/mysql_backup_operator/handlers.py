@@ -15,15 +15,18 @@ import kopf
 
 from . import __version__, metrics
 from .api import BACKUPS, GROUP, LABEL_MANAGED_BY, MANAGED_BY, POLICIES, RESTORES, VERSION
+from .api.policy import DEFAULT_AGENT_IMAGE
 from .controllers.cache import Cache
 from .controllers.operation import Context, Settings
+from .controllers.peering import Peering
 from .controllers.runtime import Runtime, Tuning
 from .k8s.kube import Kube
-from .models import DEFAULT_AGENT_IMAGE
 
 LOG = logging.getLogger("mysql_backup_operator")
 CACHE = Cache()
 _runtime: list[Runtime] = []
+# Set by main.py before kopf starts when replicas share a kopf peering (None: standalone).
+PEERING: list[Peering] = []
 
 
 def _float_env(name: str, default: float) -> float:
@@ -44,7 +47,8 @@ def runtime() -> Runtime:
             resync_seconds=_float_env("MBO_RESYNC_SECONDS", 30),
             policy_resync_seconds=_float_env("MBO_POLICY_RESYNC_SECONDS", 600),
         )
-        _runtime.append(Runtime(Context(kube, settings, cache=CACHE), tuning))
+        peering = PEERING[0] if PEERING else None
+        _runtime.append(Runtime(Context(kube, settings, cache=CACHE), tuning, peering=peering))
     return _runtime[0]
 
 

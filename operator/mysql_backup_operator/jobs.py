@@ -23,9 +23,9 @@ from .api import (
     LABEL_RESTORE_JOB,
     LABEL_TRIGGER,
     MANAGED_BY,
-    Trigger,
 )
-from .models import PolicySpec
+from .api.backup import Trigger
+from .api.policy import PolicySpec
 
 AGENT_CONTAINER = "agent"
 AGENT_UID = 65532

@@ -61,3 +61,9 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         raise ValueError(f"not an s3:// URL: {url!r}")
     bucket, key = url[5:].split("/", 1)
     return bucket, key
+
+
+def manual_backup_name(policy: str, now: dt.datetime) -> str:
+    """`<policy>-manual-<UTC timestamp>`: the name the plugin and the console give a backup taken by
+    hand (second resolution: a second click within the same second is "already exists", not a twin)."""
+    return bounded(f"{policy}-manual-{now.astimezone(dt.UTC).strftime('%Y%m%d%H%M%S')}", 253)

@@ -14,12 +14,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .api.policy import PolicySpec
 from .contract import manifest as mf
 from .contract import result as res
 from .contract.config import StorageConfig
 from .contract.keys import directory_of, is_manifest
 from .contract.s3 import client as s3_client
-from .models import PolicySpec
 
 
 class StorageError(Exception):

@@ -17,7 +17,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .api import API_VERSION, BACKUPS, GROUP, RESTORES, VERSION
+from .api import API_VERSION, BACKUPS, RESTORES
+from .naming import manual_backup_name
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED = 1, 2, 3, 4
 
@@ -98,25 +99,25 @@ def paginate(items: list[dict[str, Any]], limit: int, page: int) -> list[dict[st
 
 
 class Client:
+    """The plugin's calls, through the operator's Kubernetes door with the user's own kubeconfig;
+    API refusals become CliErrors with kubectl-like exit codes."""
+
     def __init__(self, args: argparse.Namespace) -> None:
-        from kubernetes import client, config
+        from .k8s.kube import Kube, user_config
 
         try:
-            config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-            _, active = config.list_kube_config_contexts(config_file=args.kubeconfig)
-            if args.context:
-                contexts, _ = config.list_kube_config_contexts(config_file=args.kubeconfig)
-                active = next((c for c in contexts if c["name"] == args.context), active)
+            user = user_config(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
         except Exception as e:
             raise CliError(f"cannot load kubeconfig: {e}") from None
-        self.namespace = args.namespace or (active.get("context") or {}).get("namespace") or "default"
-        self.api = client.CustomObjectsApi()
-        self.ApiException = client.ApiException
+        self.namespace = user.namespace
+        self.kube = Kube(user.api_client)
 
     def call(self, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+        from kubernetes.client.rest import ApiException
+
         try:
             return fn(*a, **kw)
-        except self.ApiException as e:
+        except ApiException as e:
             message = e.reason
             with contextlib.suppress(TypeError, ValueError, AttributeError):
                 message = json.loads(e.body).get("message", message)
@@ -129,20 +130,19 @@ class Client:
             raise CliError(f"cannot reach the cluster: {e}") from None
 
     def list(self, plural: str, all_namespaces: bool = False) -> list[dict[str, Any]]:
-        if all_namespaces:
-            res = self.call(self.api.list_cluster_custom_object, GROUP, VERSION, plural)
-        else:
-            res = self.call(self.api.list_namespaced_custom_object, GROUP, VERSION, self.namespace, plural)
-        return list(res.get("items") or [])
+        result: list[dict[str, Any]] = self.call(
+            self.kube.list_objects, plural, None if all_namespaces else self.namespace
+        )
+        return result
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
-        return dict(self.call(self.api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name))
+        return dict(self.call(self.kube.read, plural, self.namespace, name))
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.call(self.api.create_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, body))
+        return dict(self.call(self.kube.create_object, plural, self.namespace, body))
 
     def delete(self, plural: str, name: str) -> None:
-        self.call(self.api.delete_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name)
+        self.call(self.kube.delete_object, plural, self.namespace, name)
 
 
 def render_list(items: list[dict[str, Any]], output: str, show_ns: bool) -> str:
@@ -254,7 +254,7 @@ def wait_for(c: Client, plural: str, name: str, timeout: float, follow_safety: b
 
 
 def cmd_create(c: Client, a: argparse.Namespace) -> int:
-    name = a.name or f"{a.policy}-manual-{dt.datetime.now(dt.UTC).strftime('%Y%m%d%H%M%S')}"
+    name = a.name or manual_backup_name(a.policy, dt.datetime.now(dt.UTC))
     spec: dict[str, Any] = {"policyRef": {"name": a.policy}, "trigger": "manual"}
     if a.description:
         spec["description"] = a.description

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .api import BackupPhase, Trigger
-from .models import SpecError
+from .api.backup import BackupPhase, Trigger
+from .api.common import SpecError
+from .api.policy import DEFAULT_KEEP_FAILED
 
 _DURATION = re.compile(r"^([1-9][0-9]*)(m|h|d|w)$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -34,7 +35,7 @@ class RetentionSpec:
     keep_monthly: int | None = None
     keep_yearly: int | None = None
     max_age: dt.timedelta | None = None
-    keep_failed: int = 3
+    keep_failed: int = DEFAULT_KEEP_FAILED
 
     @property
     def has_counts(self) -> bool:

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from .models import SpecError
+from .api.common import SpecError
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.coordination = FakeCoordination()
+        self.peerings: dict[tuple[str | None, str], dict[str, Any]] = {}  # (namespace, name) -> status
 
     def _call(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -212,6 +213,10 @@ class FakeKube:
 
     def namespace_terminating(self, name: str) -> bool:
         return False
+
+    def peering_status(self, name: str, namespace: str | None) -> dict[str, Any]:
+        self._call("peering_status", name, namespace)
+        return dict(self.peerings.get((namespace, name), {}))
 
     def event(self, obj: Mapping[str, Any], *, warning: bool, reason: str, message: str) -> None:
         self.events.append((obj["metadata"]["name"], reason, message))

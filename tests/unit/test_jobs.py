@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 from mysql_backup_operator import jobs
-from mysql_backup_operator.models import parse_policy
+from mysql_backup_operator.api.policy import parse_policy
 
 POLICY = parse_policy(
     name="pol",

@@ -5,7 +5,9 @@ import datetime as dt
 import pytest
 from mysql_backup_operator import naming
 from mysql_backup_operator.api import Compression
-from mysql_backup_operator.models import SpecError, parse_policy, parse_restore, restore_plan
+from mysql_backup_operator.api.common import SpecError
+from mysql_backup_operator.api.policy import parse_policy
+from mysql_backup_operator.api.restore import parse_restore, restore_plan
 
 POLICY = {
     "database": {"host": "db.example", "user": "backup", "passwordSecretRef": {"name": "db"}},
@@ -87,3 +89,13 @@ def test_restore_plan() -> None:
         restore_plan(parse_restore({"backupRef": {"name": "b"}, "databases": ["z"]}), ("a",))
     with pytest.raises(SpecError, match="exactly one"):
         restore_plan(parse_restore({"backupRef": {"name": "b"}, "target": "c"}), ("a", "b"))
+
+
+def test_manual_backup_name_is_the_policy_and_the_utc_second() -> None:
+    import datetime as dt
+
+    from mysql_backup_operator.naming import manual_backup_name
+
+    t = dt.datetime(2026, 3, 1, 4, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert manual_backup_name("shop", t) == "shop-manual-20260301020506"
+    assert len(manual_backup_name("p" * 253, t)) == 253

@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mysql_backup_operator.api import BackupPhase, Trigger
-from mysql_backup_operator.models import SpecError
+from mysql_backup_operator.api.backup import BackupPhase, Trigger
+from mysql_backup_operator.api.common import SpecError
 from mysql_backup_operator.retention import (
     DEFAULT_RETENTION,
     BackupInfo,

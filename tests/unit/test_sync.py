@@ -6,9 +6,9 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from mysql_backup_operator.api.policy import parse_policy
 from mysql_backup_operator.controllers.operation import Context, Settings
 from mysql_backup_operator.controllers.sync import SyncController
-from mysql_backup_operator.models import parse_policy
 from mysql_backup_operator.objectstore import Store
 
 from tests.unit.fakes import FakeKube, build_cache

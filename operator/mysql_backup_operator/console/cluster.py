@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import views
-from ._operator import API_VERSION, BACKUPS, GROUP, POLICIES, RESTORES, VERSION, lock_name
+from ._operator import (
+    API_VERSION,
+    BACKUPS,
+    GROUP,
+    POLICIES,
+    RESTORES,
+    VERSION,
+    Kube,
+    lock_name,
+    manual_backup_name,
+    user_config,
+)
 
 WATCHED = (POLICIES, BACKUPS, RESTORES)
 
@@ -42,23 +53,22 @@ class Connection:
 
 
 class Cluster:
-    def __init__(self, conn: Connection) -> None:
-        from kubernetes import client, config
+    """The console's calls, through the operator's Kubernetes door (k8s/kube.py) with the user's
+    own kubeconfig; only the error shape (`ApiError` for a page) is the console's own."""
 
-        cfg = client.Configuration()
-        config.load_kube_config(config_file=conn.kubeconfig, context=conn.context, client_configuration=cfg)
-        contexts, active = config.list_kube_config_contexts(config_file=conn.kubeconfig)
-        if conn.context:
-            active = next((c for c in contexts if c["name"] == conn.context), active)
-        self.context = str(active.get("name") or "")
-        self.namespace = conn.namespace or (active.get("context") or {}).get("namespace") or "default"
+    def __init__(self, conn: Connection) -> None:
+        from kubernetes import client
+
+        user = user_config(kubeconfig=conn.kubeconfig, context=conn.context, namespace=conn.namespace)
+        self.context = user.context
+        self.namespace = user.namespace
         self.operator_namespace = conn.operator_namespace
         self.client = client
-        self.api_client = client.ApiClient(cfg)
-        self.custom = client.CustomObjectsApi(self.api_client)
-        self.core = client.CoreV1Api(self.api_client)
-        self.coordination = client.CoordinationV1Api(self.api_client)
-        self.authz = client.AuthorizationV1Api(self.api_client)
+        self.kube = Kube(user.api_client)
+        self.custom = self.kube.custom
+        self.core = self.kube.core
+        self.coordination = self.kube.coordination
+        self.authz = self.kube.authz
 
     def call(self, fn: Callable[..., Any], *a: Any, verb: str = "", what: str = "", **kw: Any) -> Any:
         try:
@@ -70,18 +80,13 @@ class Cluster:
 
     # Reads.
     def list_objects(self, plural: str) -> list[dict[str, Any]]:
-        res = self.call(
-            self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, verb="list", what=plural
+        items: list[dict[str, Any]] = self.call(
+            self.kube.list_objects, plural, self.namespace, verb="list", what=plural
         )
-        return list(res.get("items") or [])
+        return items
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
-        return dict(
-            self.call(
-                self.custom.get_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name,
-                verb="read", what=f"{plural} {name}",
-            )
-        )  # fmt: skip
+        return dict(self.call(self.kube.read, plural, self.namespace, name, verb="read", what=f"{plural} {name}"))
 
     def events_for(self, name: str) -> list[dict[str, Any]]:
         res = self.call(
@@ -165,14 +170,14 @@ class Cluster:
 
     # Writes.
     def create_backup(self, *, policy: str, description: str | None) -> dict[str, Any]:
-        name = f"{policy}-manual-{dt.datetime.now(dt.UTC).strftime('%Y%m%d%H%M%S')}"
+        name = manual_backup_name(policy, dt.datetime.now(dt.UTC))
         spec: dict[str, Any] = {"policyRef": {"name": policy}, "trigger": "manual"}
         if description:
             spec["description"] = description
         body = {"apiVersion": API_VERSION, "kind": "Backup", "metadata": {"name": name}, "spec": spec}
         return dict(
             self.call(
-                self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, BACKUPS, body,
+                self.kube.create_object, BACKUPS, self.namespace, body,
                 verb="create", what=f"Backups in namespace {self.namespace}",
             )
         )  # fmt: skip
@@ -187,17 +192,16 @@ class Cluster:
         body = {"apiVersion": API_VERSION, "kind": "Restore", "metadata": {"name": name}, "spec": spec}
         return dict(
             self.call(
-                self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, RESTORES, body,
+                self.kube.create_object, RESTORES, self.namespace, body,
                 verb="create", what=f"Restores in namespace {self.namespace} (an admin action)",
             )
         )  # fmt: skip
 
     def delete_backup(self, name: str, *, dry_run: bool = False) -> None:
         """With dry_run the API server runs RBAC and admission (the scheduled-Backup policy) but deletes nothing."""
-        extra = {"dry_run": "All"} if dry_run else {}
         self.call(
-            self.custom.delete_namespaced_custom_object, GROUP, VERSION, self.namespace, BACKUPS, name,
-            verb="delete", what=f"Backups in namespace {self.namespace}", **extra,
+            self.kube.delete_object, BACKUPS, self.namespace, name, dry_run=dry_run,
+            verb="delete", what=f"Backups in namespace {self.namespace}",
         )  # fmt: skip
 
     # Live updates.

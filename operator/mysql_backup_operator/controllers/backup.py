@@ -11,7 +11,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .. import conditions as cond
 from .. import jobs, metrics, naming
 from ..api import (
     ANNOTATION_IMPORTED_FROM,
@@ -22,12 +21,13 @@ from ..api import (
     LABEL_RESTORE_UID,
     LABEL_TRIGGER,
     MANAGED_BY,
-    BackupPhase,
     Reason,
-    Trigger,
 )
+from ..api.backup import BackupPhase, BackupSpec, BackupStatus, Trigger, parse_backup
+from ..api.common import parse_iso
+from ..api.policy import PolicySpec
+from ..api.schema import from_wire
 from ..k8s.locking import Operation
-from ..models import BackupSpec, PolicySpec, parse_backup
 from ..objectstore import Location, StorageError, result_from_manifest
 from .operation import OperationController, Step, utcnow
 
@@ -45,6 +45,9 @@ class BackupController(OperationController):
     def _terminal(self, phase: str) -> bool:
         return BackupPhase(phase).terminal
 
+    def _status(self, obj: Mapping[str, Any]) -> BackupStatus:
+        return from_wire(BackupStatus, obj.get("status"))
+
     def _count_failure(self, obj: Mapping[str, Any], reason: str) -> None:
         policy = str((obj.get("spec") or {}).get("policyRef", {}).get("name", ""))
         metrics.backup_failed(namespace=obj["metadata"]["namespace"], policy=policy, reason=reason)
@@ -61,10 +64,10 @@ class BackupController(OperationController):
         if not ok:
             return
         if policy is None:
-            age = (utcnow() - cond.parse_iso(obj["metadata"]["creationTimestamp"])).total_seconds()
+            age = (utcnow() - parse_iso(obj["metadata"]["creationTimestamp"])).total_seconds()
             msg = f'BackupPolicy "{spec.policy}" not found in namespace {step.namespace}'
             if age < self.ctx.settings.missing_policy_grace_seconds and step.phase == BackupPhase.PENDING:
-                self._set(obj, cond.pending(obj["status"], message=f"waiting: {msg}", generation=step.generation))
+                self._set(obj, self._status(obj).pending(message=f"waiting: {msg}", generation=step.generation))
                 return
             return self._fail(obj, Reason.POLICY_NOT_FOUND, msg, release=None)
         db_key = naming.database_key(policy.database.identity)
@@ -114,7 +117,7 @@ class BackupController(OperationController):
         )
         created = self.kube.create_job(rendered)
         job_name = rendered["metadata"]["name"]
-        running = cond.backup_running(obj["status"], job_name=job_name, generation=step.generation, now=utcnow())
+        running = self._status(obj).running(job_name=job_name, generation=step.generation, now=utcnow())
         directory = naming.storage_dir(
             prefix=policy.s3.prefix, namespace=step.namespace, policy=policy.name, backup=step.name, uid=uid
         )
@@ -138,7 +141,7 @@ class BackupController(OperationController):
         if not end.ok:
             return self._fail_from_job(obj, policy, end, release=own_lock)
         result = end.result
-        self._set(obj, cond.backup_completed(obj["status"], result=result, generation=step.generation, now=utcnow()))
+        self._set(obj, self._status(obj).completed(result=result, generation=step.generation, now=utcnow()))
         size = result.get("storedBytes")
         self.kube.event(
             obj, warning=False, reason="Completed", message=f"backup stored at {result.get('location')} ({size} bytes)"
@@ -158,7 +161,7 @@ class BackupController(OperationController):
                 f"backup Job {job_name} disappeared before finishing, and no manifest was written",
                 release=own_lock,
             )
-        done = cond.backup_completed(obj["status"], result=recovered, generation=step.generation, now=utcnow())
+        done = self._status(obj).completed(result=recovered, generation=step.generation, now=utcnow())
         done["message"] = f"Job {job_name} is gone; result recovered from its manifest"
         self._set(obj, done)
         self.kube.event(obj, warning=False, reason="Completed", message=done["message"])

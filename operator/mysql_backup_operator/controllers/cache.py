@@ -18,8 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import conditions as cond
-from ..api import ANNOTATION_KEEP, LABEL_DB_KEY, BackupPhase, RestorePhase, Trigger
+from ..api import ANNOTATION_KEEP, LABEL_DB_KEY
+from ..api.backup import BackupPhase, Trigger
+from ..api.common import parse_iso
+from ..api.restore import RestorePhase
 from ..k8s.locking import Operation
 from ..retention import BackupInfo
 
@@ -59,8 +61,8 @@ class BackupRow:
             name=self.name,
             trigger=Trigger(self.trigger),
             phase=BackupPhase(self.phase),
-            created=cond.parse_iso(self.created),
-            completed=cond.parse_iso(self.completed_at) if self.completed_at else None,
+            created=parse_iso(self.created),
+            completed=parse_iso(self.completed_at) if self.completed_at else None,
             pinned=self.pinned,
         )
 

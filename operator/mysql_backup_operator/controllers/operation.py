@@ -17,12 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from .. import conditions as cond
 from .. import jobs, metrics
-from ..api import API_VERSION, BACKUPS, LABEL_DB_KEY, RESTORES, BackupPhase, Reason, RestorePhase
+from ..api import API_VERSION, BACKUPS, LABEL_DB_KEY, RESTORES, Reason
+from ..api.backup import BackupPhase
+from ..api.common import OperationStatus, SpecError
+from ..api.policy import PolicySpec, parse_policy
+from ..api.restore import RestorePhase
 from ..k8s.kube import Kube
 from ..k8s.locking import LeaseLock, Operation, acquire
-from ..models import PolicySpec, SpecError, parse_policy
 from ..objectstore import Location, StorageError, Store
 from .cache import Cache, ObjectKey, op_row
 
@@ -182,6 +184,10 @@ class OperationController:
     def _terminal(self, phase: str) -> bool:
         raise NotImplementedError
 
+    def _status(self, obj: Mapping[str, Any]) -> OperationStatus:
+        """The object's current status, typed (its transitions return the patches to send)."""
+        raise NotImplementedError
+
     def _count_failure(self, obj: Mapping[str, Any], reason: str) -> None:
         raise NotImplementedError
 
@@ -227,9 +233,7 @@ class OperationController:
 
     def _fail(self, obj: dict[str, Any], reason: Reason | str, message: str, *, release: str | None) -> None:
         gen = int(obj["metadata"].get("generation") or 1)
-        self._set(
-            obj, cond.failed(obj.get("status") or {}, reason=reason, message=message, generation=gen, now=utcnow())
-        )
+        self._set(obj, self._status(obj).failed(reason=reason, message=message, generation=gen, now=utcnow()))
         self.kube.event(obj, warning=True, reason=str(reason), message=message)
         self._count_failure(obj, str(reason))
         m = obj["metadata"]
@@ -288,8 +292,7 @@ class OperationController:
         if d.acquire:
             return True
         assert d.reason is not None
-        patch = cond.queued(
-            obj.get("status") or {},
+        patch = self._status(obj).queued(
             holder=d.blocker,
             position=d.position,
             reason=d.reason,

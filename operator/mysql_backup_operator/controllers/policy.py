@@ -22,16 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .. import conditions as cond
 from .. import jobs, metrics
-from ..api import (
-    BACKUPS,
-    GROUP,
-    POLICIES,
-    BackupPhase,
-    Trigger,
-)
-from ..models import PolicySpec, SpecError, parse_policy
+from ..api import BACKUPS, GROUP, POLICIES
+from ..api.backup import BackupPhase, Trigger
+from ..api.common import SpecError, iso, parse_iso, set_condition
+from ..api.policy import DEFAULT_SYNC_INTERVAL_SECONDS, DEFAULT_TIME_ZONE, PolicySpec, parse_policy
 from ..retention import BackupInfo, RetentionSpec, parse_retention, plan
 from ..schedule import Schedule, interval, parse_schedule, run_name, tick
 from .cache import BackupRow
@@ -41,7 +36,6 @@ from .sync import SyncController
 LOG = logging.getLogger(__name__)
 COND_OVERDUE = "BackupOverdue"
 COND_SCHEDULE = "ScheduleValid"
-DEFAULT_SYNC_INTERVAL = 300
 
 
 @dataclass(frozen=True)
@@ -53,7 +47,7 @@ class ScheduleSpec:
 
 def parse_schedule_spec(spec: Mapping[str, Any]) -> ScheduleSpec:
     expr = spec.get("schedule")
-    sched = parse_schedule(str(expr), str(spec.get("timeZone") or "UTC")) if expr else None
+    sched = parse_schedule(str(expr), str(spec.get("timeZone") or DEFAULT_TIME_ZONE)) if expr else None
     sds = spec.get("startingDeadlineSeconds")
     if sds is not None and (not isinstance(sds, int) or sds < 0):
         raise SpecError("spec.startingDeadlineSeconds must be a non-negative integer")
@@ -65,7 +59,7 @@ def parse_schedule_spec(spec: Mapping[str, Any]) -> ScheduleSpec:
 
 
 def _ts(s: str | None) -> dt.datetime | None:
-    return cond.parse_iso(s) if s else None
+    return parse_iso(s) if s else None
 
 
 def backup_info(b: BackupRow) -> BackupInfo:
@@ -96,7 +90,7 @@ class PolicyController:
             sched = parse_schedule_spec(obj.get("spec") or {})
             retention = parse_retention((obj.get("spec") or {}).get("retention"))
         except SpecError as e:
-            conditions = cond.set_condition(
+            conditions = set_condition(
                 conditions,
                 type_=COND_SCHEDULE,
                 status=False,
@@ -114,7 +108,7 @@ class PolicyController:
         wake: list[float | None] = []
 
         if sched.schedule is not None:
-            conditions = cond.set_condition(
+            conditions = set_condition(
                 conditions, type_=COND_SCHEDULE, status=True, reason="Valid", message=sched.schedule.expression,
                 generation=gen, now=now,
             )  # fmt: skip
@@ -141,7 +135,7 @@ class PolicyController:
             patch.update(pruned)
         spec_storage = (obj.get("spec") or {}).get("storage") or {}
         if spec_storage.get("sync"):
-            every = int(spec_storage.get("syncIntervalSeconds") or DEFAULT_SYNC_INTERVAL)
+            every = int(spec_storage.get("syncIntervalSeconds") or DEFAULT_SYNC_INTERVAL_SECONDS)
             last = _ts(status.get("lastSyncTime"))
             if last is None or (now - last).total_seconds() >= every:
                 patch.update(self.sync.run(obj, policy, now))
@@ -179,27 +173,27 @@ class PolicyController:
             schedule,
             now=now,
             last_scheduled=_ts(status.get("lastScheduleTime")),
-            created=cond.parse_iso(m["creationTimestamp"]),
+            created=parse_iso(m["creationTimestamp"]),
             starting_deadline=sched.starting_deadline,
         )
-        patch["nextScheduleTime"] = None if sched.suspend else cond.iso(t.next)
+        patch["nextScheduleTime"] = None if sched.suspend else iso(t.next)
         if sched.suspend:
             return
         if t.missed is not None:
-            patch["lastScheduleTime"] = cond.iso(t.missed)
+            patch["lastScheduleTime"] = iso(t.missed)
             patch["missedRuns"] = int(status.get("missedRuns") or 0) + 1
-            msg = f"missed the run due at {cond.iso(t.missed)}: more than startingDeadlineSeconds late"
+            msg = f"missed the run due at {iso(t.missed)}: more than startingDeadlineSeconds late"
             self.kube.event(obj, warning=True, reason="MissedSchedule", message=msg)
             return
         if t.due is None:
             return
         active = [b.name for b in backups if b.trigger == Trigger.SCHEDULED and not b.terminal]
         name = run_name(policy.name, t.due)
-        patch["lastScheduleTime"] = cond.iso(t.due)
+        patch["lastScheduleTime"] = iso(t.due)
         if active and name not in active:
             patch["skippedRuns"] = int(status.get("skippedRuns") or 0) + 1
-            patch["lastSkippedTime"] = cond.iso(t.due)
-            msg = f"skipped the run due at {cond.iso(t.due)}: {', '.join(active)} is still queued or running"
+            patch["lastSkippedTime"] = iso(t.due)
+            msg = f"skipped the run due at {iso(t.due)}: {', '.join(active)} is still queued or running"
             self.kube.event(obj, warning=True, reason="ScheduleSkipped", message=msg)
             return
         body = jobs.render_backup(
@@ -207,8 +201,8 @@ class PolicyController:
             namespace=m["namespace"],
             policy=policy,
             trigger=Trigger.SCHEDULED,
-            description=f"scheduled run for {cond.iso(t.due)}",
-            annotations={f"{GROUP}/scheduled-for": cond.iso(t.due)},
+            description=f"scheduled run for {iso(t.due)}",
+            annotations={f"{GROUP}/scheduled-for": iso(t.due)},
         )
         if self.kube.create(BACKUPS, m["namespace"], body):
             LOG.info("BackupPolicy %s/%s: created scheduled Backup %s", m["namespace"], m["name"], name)
@@ -245,10 +239,10 @@ class PolicyController:
         }
         if ok:
             out["lastSuccessfulBackup"] = ok[-1][0].name
-            out["lastSuccessfulTime"] = cond.iso(ok[-1][0].when)
+            out["lastSuccessfulTime"] = iso(ok[-1][0].when)
         if bad:
             out["lastFailedBackup"] = bad[-1][0].name
-            out["lastFailedTime"] = cond.iso(bad[-1][0].when)
+            out["lastFailedTime"] = iso(bad[-1][0].when)
             out["lastFailureReason"] = bad[-1][1].reason
         return out
 
@@ -267,14 +261,14 @@ class PolicyController:
             return [c for c in conditions if c.get("type") != COND_OVERDUE], None
         ok = [backup_info(b) for b in backups if b.trigger == Trigger.SCHEDULED and b.phase == BackupPhase.COMPLETED]
         last = max((x.when for x in ok), default=None)
-        since = last or cond.parse_iso(obj["metadata"]["creationTimestamp"])
+        since = last or parse_iso(obj["metadata"]["creationTimestamp"])
         limit = 2 * interval(sched.schedule, since)
         overdue = now - since > limit
-        what = f"last successful scheduled backup at {cond.iso(last)}" if last else "no successful scheduled backup yet"
+        what = f"last successful scheduled backup at {iso(last)}" if last else "no successful scheduled backup yet"
         was = next((c for c in conditions if c.get("type") == COND_OVERDUE), {}).get("status") == "True"
         if overdue and not was:
             self.kube.event(obj, warning=True, reason="BackupOverdue", message=f"{what}; expected within {limit}")
-        updated = cond.set_condition(
+        updated = set_condition(
             conditions,
             type_=COND_OVERDUE,
             status=overdue,
@@ -313,6 +307,6 @@ class PolicyController:
             self.kube.event(obj, warning=False, reason="Pruned", message=f"retention removed {', '.join(doomed)}")
         return {
             "lastPrunedAfter": trigger_name,
-            "lastPruneTime": cond.iso(now),
+            "lastPruneTime": iso(now),
             "prunedCount": int(status.get("prunedCount") or 0) + len(doomed),
         }

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import conditions as cond
 from .. import jobs, metrics, naming
 from ..api import (
     BACKUPS,
@@ -23,12 +22,13 @@ from ..api import (
     LABEL_RESTORE_UID,
     MANAGED_BY,
     RESTORES,
-    BackupPhase,
     Reason,
-    RestorePhase,
-    Trigger,
 )
-from ..models import PolicySpec, RestoreSpec, SpecError, parse_restore, restore_plan
+from ..api.backup import BackupPhase, Trigger
+from ..api.common import SpecError, parse_iso
+from ..api.policy import PolicySpec
+from ..api.restore import RestorePhase, RestoreSpec, RestoreStatus, parse_restore, restore_plan
+from ..api.schema import from_wire
 from .operation import OperationController, Step, phase_of, utcnow
 
 
@@ -39,6 +39,9 @@ class RestoreController(OperationController):
 
     def _terminal(self, phase: str) -> bool:
         return RestorePhase(phase).terminal
+
+    def _status(self, obj: Mapping[str, Any]) -> RestoreStatus:
+        return from_wire(RestoreStatus, obj.get("status"))
 
     def _count_failure(self, obj: Mapping[str, Any], reason: str) -> None:
         metrics.restore_finished(namespace=obj["metadata"]["namespace"], result="failed")
@@ -101,7 +104,7 @@ class RestoreController(OperationController):
             self._fail(obj, Reason.BACKUP_NOT_COMPLETED, msg, release=None)
             return False
         msg = f'waiting for Backup "{spec.backup}" to complete'
-        self._set(obj, cond.pending(obj["status"], message=msg, generation=step.generation))
+        self._set(obj, self._status(obj).pending(message=msg, generation=step.generation))
         return False
 
     def _start(self, obj: dict[str, Any], step: Step, policy: PolicySpec, *, db_key: str) -> None:
@@ -111,7 +114,7 @@ class RestoreController(OperationController):
             return self._fail(obj, Reason.SECRET_NOT_FOUND, problem, release=db_key)
         safety = self._ensure_pre_restore_backup(obj, policy)
         now = utcnow()
-        self._set(obj, cond.restore_backing_up(obj["status"], pre_restore=safety, generation=step.generation, now=now))
+        self._set(obj, self._status(obj).backing_up(pre_restore=safety, generation=step.generation, now=now))
         self.kube.event(obj, warning=False, reason="PreRestoreBackup", message=f"taking safety backup {safety} first")
 
     def _after_safety_backup(
@@ -160,10 +163,7 @@ class RestoreController(OperationController):
         )
         created = self.kube.create_job(rendered)
         job_name = rendered["metadata"]["name"]
-        restoring = cond.restore_restoring(
-            obj["status"], job_name=job_name, databases=databases, generation=step.generation, now=utcnow()
-        )
-        self._set(obj, restoring)
+        self._set(obj, self._status(obj).restoring(job_name=job_name, databases=databases, generation=step.generation))
         if created:
             self.kube.event(obj, warning=False, reason="Restoring", message=f"restore Job {job_name} created")
 
@@ -180,14 +180,14 @@ class RestoreController(OperationController):
             return
         if not end.ok:
             return self._fail_from_job(obj, policy, end, release=db_key)
-        self._set(obj, cond.restore_completed(obj["status"], generation=step.generation, now=utcnow()))
+        self._set(obj, self._status(obj).completed(generation=step.generation, now=utcnow()))
         metrics.restore_finished(namespace=step.namespace, result="completed")
         self.kube.event(obj, warning=False, reason="Completed", message=f"restored {', '.join(databases)}")
         self.ctx.release(db_key, obj)
 
     def _ensure_pre_restore_backup(self, restore: Mapping[str, Any], policy: PolicySpec) -> str:
         m = restore["metadata"]
-        name = naming.pre_restore_backup_name(m["name"], cond.parse_iso(m["creationTimestamp"]))
+        name = naming.pre_restore_backup_name(m["name"], parse_iso(m["creationTimestamp"]))
         body = jobs.render_backup(
             name=name,
             namespace=m["namespace"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime as dt
 import gc
 import logging
 import threading
@@ -26,12 +27,15 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from ..api import BACKUPS, POLICIES, RESTORES, BackupPhase, RestorePhase
+from ..api import BACKUPS, POLICIES, RESTORES
+from ..api.backup import BackupPhase
+from ..api.restore import RestorePhase
 from ..k8s.kube import Kube, TransientError
 from ..objectstore import StorageError
 from .backup import BACKUP_FINALIZER, BackupController
 from .cache import Cache, ObjectKey, backup_row, backup_terminal, db_key_of, restore_terminal, slim
 from .operation import Context, scrub
+from .peering import Peering, must_pause
 from .policy import PolicyController
 from .restore import RestoreController
 from .workqueue import WorkQueue
@@ -56,6 +60,9 @@ class Tuning:
     sync_quiet_seconds: float = 5.0
     sync_max_seconds: float = 120.0
     trim_seconds: float = 60.0
+    # With kopf peering: how often the peering object is read, and when a paused key is looked at again.
+    peering_check_seconds: float = 10.0
+    paused_retry_seconds: float = 5.0
 
 
 def release_free_memory() -> None:
@@ -82,7 +89,7 @@ def _error_delay(e: ApiException) -> tuple[float, str]:
 
 
 class Runtime:
-    def __init__(self, ctx: Context, tuning: Tuning) -> None:
+    def __init__(self, ctx: Context, tuning: Tuning, *, peering: Peering | None = None) -> None:
         self.kube: Kube = ctx.kube
         self.ctx = ctx
         self.cache: Cache = ctx.cache
@@ -100,6 +107,9 @@ class Runtime:
         self._expected: dict[str, int] = {}
         self._last_listed = 0.0
         self._started_at = time.monotonic()
+        self.peering = peering
+        # Set while kopf's peering pauses this replica: the workers then leave every key queued.
+        self.paused = threading.Event()
 
     def start(self) -> None:
         """Starts the workers at once, and a thread that marks the cache synced after the initial
@@ -107,8 +117,32 @@ class Runtime:
         10,000 old ones to be listed) with their lock queue read live, and policies wait."""
         self._expected = self._counts()
         self._started_at = time.monotonic()
+        if self.peering is not None:
+            self.check_peering()  # before the first worker runs
+            threading.Thread(target=self._watch_peering, name="peering", daemon=True).start()
         self.queue.start()
         threading.Thread(target=self._mark_synced, name="sync-gate", daemon=True).start()
+
+    def check_peering(self, now: dt.datetime | None = None) -> bool:
+        """Reads kopf's peering object(s) and pauses or resumes the workers by kopf's own rule."""
+        assert self.peering is not None
+        now = now or dt.datetime.now(dt.UTC)
+        where: tuple[str | None, ...] = (None,) if self.peering.clusterwide else self.peering.namespaces
+        try:
+            statuses = [self.kube.peering_status(self.peering.name, ns) for ns in where]
+        except (TransientError, ApiException) as e:
+            LOG.warning("could not read the peering object %s: %s", self.peering.name, e)
+            return self.paused.is_set()
+        pause = any(must_pause(st, priority=self.peering.priority, now=now) for st in statuses)
+        if pause != self.paused.is_set():
+            LOG.info("peering: %s the work queue", "pausing" if pause else "resuming")
+            (self.paused.set if pause else self.paused.clear)()
+        return pause
+
+    def _watch_peering(self) -> None:
+        while True:
+            time.sleep(self.tuning.peering_check_seconds)
+            self.check_peering()
 
     def _counts(self) -> dict[str, int]:
         """How many objects of each kind the initial listing will deliver (LIST limit=1: 3 small requests)."""
@@ -242,6 +276,8 @@ class Runtime:
         return self.kube.get(PLURAL[kind], ns, name)
 
     def process(self, key: ObjectKey) -> float | None:
+        if self.paused.is_set():
+            return self.tuning.paused_retry_seconds  # another replica is active: keep the key, do nothing
         try:
             delay = self._step(key)
         except TransientError as e:

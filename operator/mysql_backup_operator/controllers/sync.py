@@ -13,18 +13,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import conditions as cond
 from .. import jobs, naming
-from ..api import (
-    ANNOTATION_IMPORTED_FROM,
-    API_VERSION,
-    BACKUPS,
-    COND_DATA_MISSING,
-    LABEL_IMPORTED,
-    BackupPhase,
-    Trigger,
-)
-from ..models import PolicySpec
+from ..api import ANNOTATION_IMPORTED_FROM, API_VERSION, BACKUPS, COND_DATA_MISSING, LABEL_IMPORTED
+from ..api.backup import BackupPhase, BackupStatus, Trigger
+from ..api.common import iso, set_condition
+from ..api.policy import PolicySpec
 from ..objectstore import Location, StorageError, Store, result_from_manifest
 from .operation import Context, utcnow
 
@@ -46,7 +39,7 @@ class SyncController:
             store = self.ctx.store(ns, probe)
         except StorageError as e:
             self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
-            return {"lastSyncTime": cond.iso(now), "lastSyncError": str(e)}
+            return {"lastSyncTime": iso(now), "lastSyncError": str(e)}
         imported = 0
         try:
             everything = self.kube.list_namespaced(BACKUPS, ns, "")
@@ -68,14 +61,14 @@ class SyncController:
             self._check_missing(store, ns, backups)
         except StorageError as e:
             self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
-            return {"lastSyncTime": cond.iso(now), "lastSyncError": str(e)}
+            return {"lastSyncTime": iso(now), "lastSyncError": str(e)}
         finally:
             store.close()
         if imported:
             self.kube.event(
                 obj, warning=False, reason="Imported", message=f"imported {imported} backup(s) from storage"
             )
-        return {"lastSyncTime": cond.iso(now), "lastSyncError": None}
+        return {"lastSyncTime": iso(now), "lastSyncError": None}
 
     def _import(
         self, obj: Mapping[str, Any], *, policy: PolicySpec, manifest_key: str, manifest: Mapping[str, Any]
@@ -122,13 +115,13 @@ class SyncController:
             return
         result = result_from_manifest(policy.s3.bucket, manifest_key, manifest)
         now = utcnow()
-        status = cond.backup_completed({"startedAt": manifest.get("startedAt")}, result=result, generation=1, now=now)
+        status = BackupStatus(started_at=manifest.get("startedAt")).completed(result=result, generation=1, now=now)
         status["completedAt"] = manifest.get("completedAt") or status["completedAt"]
         status["durationSeconds"] = manifest.get("durationSeconds")
         status["message"] = f"imported from storage: {result['location']}"
         status["storage"] = Location.for_policy(policy, manifest["object"], manifest_key).to_status()
         status["startedAt"] = manifest.get("startedAt")
-        status["conditions"] = cond.set_condition(
+        status["conditions"] = set_condition(
             status["conditions"],
             type_="Imported",
             status=True,
@@ -148,7 +141,7 @@ class SyncController:
             return
         m = backup["metadata"]
         message = f"objects missing from {st.get('location')}" if missing else "objects present"
-        conditions = cond.set_condition(
+        conditions = set_condition(
             st.get("conditions") or [],
             type_=COND_DATA_MISSING,
             status=missing,

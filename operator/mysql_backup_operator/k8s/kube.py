@@ -15,6 +15,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from kubernetes import client, config
@@ -53,6 +54,29 @@ def transient(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+@dataclass(frozen=True)
+class UserConfig:
+    """A client built from a person's own kubeconfig (the plugin, the console): their credentials,
+    so their RBAC decides; the namespace is the one asked for, else the context's, else default."""
+
+    api_client: Any
+    context: str
+    namespace: str
+
+
+def user_config(*, kubeconfig: str | None, context: str | None, namespace: str | None) -> UserConfig:
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    if context:
+        active = next((c for c in contexts if c["name"] == context), active)
+    return UserConfig(
+        api_client=client.ApiClient(cfg),
+        context=str(active.get("name") or ""),
+        namespace=namespace or (active.get("context") or {}).get("namespace") or "default",
+    )
+
+
 class Kube:
     def __init__(self, api_client: Any | None = None) -> None:
         if api_client is None:
@@ -66,6 +90,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
+        self.authz = client.AuthorizationV1Api(api_client)
 
     def to_dict(self, obj: Any) -> dict[str, Any]:
         return dict(self.api.sanitize_for_serialization(obj))
@@ -177,6 +202,44 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    @transient
+    def peering_status(self, name: str, namespace: str | None) -> dict[str, Any]:
+        """The peers kopf records in its (Cluster)KopfPeering object; {} when there is none yet."""
+        try:
+            if namespace is None:
+                obj = self.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
+            else:
+                obj = self.custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", name)
+        except ApiException as e:
+            if e.status == 404:
+                return {}
+            raise
+        return dict(obj.get("status") or {})
+
+    # ---------------------------------------------------------------- as a person (plugin, console)
+    # These return the server's answer as it is and raise ApiException for every refusal: a person
+    # must see "not found", "forbidden" or the admission policy's own message, and no retry
+    # happens behind their back (no TransientError, unlike the operator's calls above).
+
+    def list_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of a kind in one namespace, or in all namespaces for None."""
+        if namespace is None:
+            res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        else:
+            res = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        return list(res.get("items") or [])
+
+    def read(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+
+    def create_object(self, plural: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, dict(body)))
+
+    def delete_object(self, plural: str, namespace: str, name: str, *, dry_run: bool = False) -> None:
+        """With dry_run the apiserver runs RBAC and admission (the scheduled-Backup policy) but deletes nothing."""
+        extra = {"dry_run": "All"} if dry_run else {}
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, **extra)
 
     # ---------------------------------------------------------------- jobs and pods
 

@@ -1,4 +1,10 @@
-"""API constants shared by the operator and the agent: group, kinds, phases and failure reasons."""
+"""The mysqlbackup.dev API: what all three CRDs and the agent share (group, kinds, labels,
+failure reasons, compression, condition types).
+
+One module per CRD holds that kind's typed model, spec and status, with its defaults, enums,
+allow-lists, status transitions and schema: `api.policy` (BackupPolicy), `api.backup` (Backup),
+`api.restore` (Restore). `hack/gen-crds.py` renders crds/*.yaml from them (docs/design-typed-api.md).
+"""
 
 from __future__ import annotations
 
@@ -27,12 +33,6 @@ LABEL_IMPORTED = f"{GROUP}/imported"
 ANNOTATION_IMPORTED_FROM = f"{GROUP}/imported-from"
 
 
-class Trigger(StrEnum):
-    MANUAL = "manual"
-    SCHEDULED = "scheduled"
-    PRE_RESTORE = "pre-restore"
-
-
 class Compression(StrEnum):
     ZSTD = "zstd"
     GZIP = "gzip"
@@ -41,34 +41,6 @@ class Compression(StrEnum):
     @property
     def extension(self) -> str:
         return {"zstd": ".sql.zst", "gzip": ".sql.gz", "none": ".sql"}[self.value]
-
-
-class DeletionPolicy(StrEnum):
-    DELETE = "Delete"
-    RETAIN = "Retain"
-
-
-class BackupPhase(StrEnum):
-    PENDING = "Pending"
-    RUNNING = "Running"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (BackupPhase.COMPLETED, BackupPhase.FAILED)
-
-
-class RestorePhase(StrEnum):
-    PENDING = "Pending"
-    BACKING_UP = "BackingUp"
-    RESTORING = "Restoring"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (RestorePhase.COMPLETED, RestorePhase.FAILED)
 
 
 class Reason(StrEnum):
