@@ -139,8 +139,15 @@ def test_liveness_probe_restarts_a_hung_operator(stack: Stack, operator: Install
         p = operator.core.read_namespaced_pod(pod.metadata.name, LOCK_NAMESPACE)
         return bool(p.status.container_statuses[0].restart_count > before)
 
-    # periodSeconds 20 x failureThreshold 3, plus the probe timeout and the restart itself.
-    eventually(restarted, timeout=150, interval=2, what="kubelet restarted the hung operator")
+    # How long the kubelet may take, from the pod's own spec: failureThreshold probes periodSeconds
+    # apart, each up to timeoutSeconds; then SIGTERM, which a stopped process never acts on, so
+    # the whole terminationGracePeriodSeconds; then the restart, delayed by the kubelet's crash
+    # back-off if the container restarted before (10 s doubling, capped at 300 s); and start-up.
+    spec = pod.spec.containers[0].liveness_probe
+    detect = spec.period_seconds * spec.failure_threshold + spec.timeout_seconds
+    backoff = min(300, 10 * 2 ** (before - 1)) if before else 0
+    bound = detect + pod.spec.termination_grace_period_seconds + backoff + 60
+    eventually(restarted, timeout=bound, interval=2, what=f"kubelet restarted the hung operator within {bound}s")
     events = operator.core.list_namespaced_event(
         LOCK_NAMESPACE, field_selector=f"involvedObject.name={pod.metadata.name}"
     ).items
