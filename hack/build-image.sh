@@ -10,6 +10,10 @@ repo=$(dirname "$here")
 cache_root=${MBO_CACHE:-$HOME/.cache/mysql-backup-operator}
 out="$cache_root/images"
 mkdir -p "$out"
+# Several stacks (worktrees) may start at once and share this cache: one build at a time, so two
+# never write the same archive or constraints file; the second then finds the first one's result.
+exec 9>"$out/.build.lock"
+flock 9
 # Our own buildah storage, so nothing else on the machine sees or prunes our layers.
 bah=(buildah --root "$out/storage" --runroot "$out/run" --storage-driver overlay)
 

@@ -1,16 +1,23 @@
 """The real node: containerd + runc + CNI bridge, the upstream kubelet and kube-proxy.
 
-Used by hack/stack.py when MBO_NODE=real. Everything it creates is named after the stack's state
-directory (bridge, pod subnet, iptables comments), lives under that directory (containerd's root
-and state, network namespaces, pod logs, CNI IP allocations) or is listed in it, so `down` can take
-all of it away again and two worktrees never share a network.
+Used by hack/stack.py (the default node; MBO_NODE=process is the process kubelet). Several real
+nodes run side by side on one machine (one per worktree): everything a node creates is named after
+the stack's state directory (network namespace, veth pair, bridge, pod subnet, kubelet cgroup
+root), lives under that directory (containerd's root and state, pod network namespaces, pod logs,
+CNI IP allocations) or inside the node's own network namespace (the bridge, kube-proxy's and the
+kubelet's iptables chains), so `down` takes all of it away and two stacks never share a network, a
+cgroup or an iptables chain.
 
 Why these settings:
 - cgroup v1 and no systemd on this machine: the kubelet uses the cgroupfs driver and
-  `failCgroupV1: false` (v1.35 refuses cgroup v1 otherwise).
-- Pods must reach the apiserver, MariaDB and MinIO, and nothing else: those listen on the bridge's
-  host address; the CNI bridge does no masquerading, and an iptables rule drops forwarded traffic
-  from the pod subnet to any interface but the bridge, so no pod packet can leave the machine.
+  `failCgroupV1: false` (v1.35 refuses cgroup v1 otherwise), under a cgroup root of its own.
+- containerd, the kubelet and kube-proxy run in the node's network namespace: kube-proxy's chains
+  (KUBE-SERVICES...) have fixed names, so two kube-proxies in one namespace would overwrite each
+  other. A veth pair links that namespace to the machine's; the host end's address is the stack's
+  `host`, where the apiserver, MariaDB, MinIO and any other host-side service listen for pods.
+- Pod traffic never leaves the machine: the node's namespace has no default route (only the pod
+  subnet and the host end of the veth), pods get routes to the stack's /24 and the Service range
+  only, the bridge does no masquerading, and the machine's own ip_forward is not touched.
 """
 
 from __future__ import annotations
@@ -25,23 +32,42 @@ import time
 from pathlib import Path
 from typing import Any
 
+import procs
+
 CNI_BIN = Path("/usr/lib/cni")
 RUNC = "/usr/sbin/runc"
 PAUSE_IMAGE = "localhost/mbo/pause:1"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-KUBEPODS = "kubepods"
 
 
-def network_for(sd: Path) -> dict[str, str]:
-    """A bridge name and /24 derived from the state directory, stable across restarts."""
+def network_for(sd: Path, taken: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The node's names and addresses, derived from the state directory (stable across restarts),
+    skipping /24s in `taken` (another stack's). One /24 per stack, 10.213.N.0/24:
+    pods in .0/25 (the bridge, their gateway and the node's address, is .1), the veth pair in
+    .252/30 (.253 the host end: the stack's `host`; .254 the node end)."""
     h = hashlib.sha256(str(sd).encode()).hexdigest()
     third = int(h[:4], 16) % 200 + 20
+    while f"10.213.{third}.0/24" in taken:
+        third = (third - 20 + 1) % 200 + 20
+    base = f"10.213.{third}"
     return {
+        "netns": f"mbo-{h[:8]}",
         "bridge": f"mbo-{h[:8]}",
-        "cidr": f"10.213.{third}.0/24",
-        "host_ip": f"10.213.{third}.1",
-        "comment": f"mbo-stack:{h[:8]}",
+        "veth_host": f"mbh-{h[:8]}",
+        "veth_node": f"mbn-{h[:8]}",
+        "block": f"{base}.0/24",
+        "cidr": f"{base}.0/25",
+        "gateway": f"{base}.1",
+        "host_ip": f"{base}.253",
+        "node_link_ip": f"{base}.254",
+        "cgroup_root": f"/mbo-{h[:8]}",
     }
+
+
+def taken_blocks() -> frozenset[str]:
+    """The /24s other stacks' nodes route on this machine (the host ends of their veths)."""
+    words = _run("ip", "-4", "route", "show", check=False).stdout.split()
+    return frozenset(w.split("/")[0].rsplit(".", 1)[0] + ".0/24" for w in words if w.startswith("10.213."))
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -51,57 +77,52 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 # --------------------------------------------------------------------------- network
 
 
-def _iptables_rules(net: dict[str, str]) -> list[list[str]]:
-    # In mangle, not filter: kube-proxy puts its own ACCEPTing chains at the top of filter/FORWARD,
-    # and mangle/FORWARD is evaluated before any of them.
-    c = ["-t", "mangle", "-m", "comment", "--comment", net["comment"]]
-    return [
-        # Pod traffic may go to the bridge (other pods) and to the host itself (INPUT), never out.
-        ["FORWARD", "-s", net["cidr"], "!", "-o", net["bridge"], *c, "-j", "DROP"],
-        ["FORWARD", "-d", net["cidr"], "!", "-i", net["bridge"], *c, "-j", "DROP"],
-    ]
+def netns_path(net: dict[str, str]) -> str:
+    return f"/run/netns/{net['netns']}"
 
 
-def refuse_second_node() -> None:
-    """One real node per machine: pod cgroups (/kubepods), kube-proxy's iptables chains and the
-    Service range are machine-wide, so a second kubelet would fight the first (and `down` would
-    kill its pods). Called after our own `down`, so any kubelet left is someone else's."""
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (p / "comm").read_text().strip() in ("kubelet", "kube-proxy"):
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                raise SystemExit(f"another real node runs on this machine (pid {p.name}: {cmd[:160]}); stop it first")
+def in_netns(net: dict[str, str], argv: list[str]) -> list[str]:
+    """argv run in the node's network namespace. nsenter, not `ip netns exec`: the latter also
+    unshares the mount namespace, and the kubelet's volume mounts must be seen by containerd."""
+    return ["nsenter", f"--net={netns_path(net)}", "--", *argv]
 
 
 def setup_network(sd: Path, net: dict[str, str]) -> None:
-    """The bridge with the host address (so the control plane can bind to it before any pod
-    exists) and the drop rules; the original ip_forward is kept to restore it on `down`."""
-    fwd = Path("/proc/sys/net/ipv4/ip_forward")
-    (sd / "ip_forward.orig").write_text(fwd.read_text().strip())
-    if _run("ip", "link", "show", net["bridge"], check=False).returncode != 0:
-        _run("ip", "link", "add", net["bridge"], "type", "bridge")
-    _run("ip", "addr", "replace", f"{net['host_ip']}/24", "dev", net["bridge"])
-    _run("ip", "link", "set", net["bridge"], "up")
-    for rule in _iptables_rules(net):
-        if _run("iptables", "-C", *rule, check=False).returncode != 0:
-            _run("iptables", "-I", *rule)
+    """The node's namespace with its bridge, the veth pair to the machine, and the route from the
+    machine to the pods; the host end exists before the control plane binds to it."""
+    ns = net["netns"]
+    if _run("ip", "netns", "add", ns, check=False).returncode != 0 and not Path(netns_path(net)).exists():
+        raise SystemExit(f"cannot create network namespace {ns}")
+    nsip = ["ip", "-n", ns]
+    _run(*nsip, "link", "set", "lo", "up")
+    if _run("ip", "link", "show", net["veth_host"], check=False).returncode != 0:
+        _run("ip", "link", "add", net["veth_host"], "type", "veth", "peer", "name", net["veth_node"], "netns", ns)
+    _run("ip", "addr", "replace", f"{net['host_ip']}/30", "dev", net["veth_host"])
+    _run("ip", "link", "set", net["veth_host"], "up")
+    _run(*nsip, "addr", "replace", f"{net['node_link_ip']}/30", "dev", net["veth_node"])
+    _run(*nsip, "link", "set", net["veth_node"], "up")
+    if _run(*nsip, "link", "show", net["bridge"], check=False).returncode != 0:
+        _run(*nsip, "link", "add", net["bridge"], "type", "bridge")
+    _run(*nsip, "addr", "replace", f"{net['gateway']}/25", "dev", net["bridge"])
+    _run(*nsip, "link", "set", net["bridge"], "up")
+    # Forwarding inside the node's namespace only (pods <-> the veth); the machine's is untouched.
+    _run(*in_netns(net, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
+    _run("ip", "route", "replace", net["cidr"], "via", net["node_link_ip"], "dev", net["veth_host"])
 
 
-def teardown_network(sd: Path, net: dict[str, str]) -> None:
-    for rule in _iptables_rules(net):
-        while _run("iptables", "-D", *rule, check=False).returncode == 0:
-            pass
-    _run("ip", "link", "del", net["bridge"], check=False)
-    orig = sd / "ip_forward.orig"
-    if orig.exists():
-        Path("/proc/sys/net/ipv4/ip_forward").write_text(orig.read_text().strip() + "\n")
+def teardown_network(net: dict[str, str]) -> None:
+    """Deleting the namespace takes its bridge, the veth pair, the route and every iptables chain
+    kube-proxy and the kubelet made with it (once no process is left inside)."""
+    if net.get("netns"):
+        _run("ip", "netns", "del", net["netns"], check=False)
+    if net.get("veth_host"):
+        _run("ip", "link", "del", net["veth_host"], check=False)
 
 
 def write_cni_config(sd: Path, net: dict[str, str]) -> Path:
     conf_dir = sd / "cni" / "net.d"
     conf_dir.mkdir(parents=True, exist_ok=True)
+    first_pod_ip = net["block"].rsplit(".", 1)[0] + ".10"
     conf = {
         "cniVersion": "1.0.0",
         "name": "mbo",
@@ -115,8 +136,9 @@ def write_cni_config(sd: Path, net: dict[str, str]) -> Path:
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": net["cidr"], "rangeStart": net["cidr"].rsplit(".", 1)[0] + ".10"}]],
-                    "routes": [{"dst": net["cidr"]}, {"dst": "10.0.0.0/24"}],
+                    "ranges": [[{"subnet": net["cidr"], "gateway": net["gateway"], "rangeStart": first_pod_ip}]],
+                    # The stack's /24 (pods and the host end of the veth) and the Service range.
+                    "routes": [{"dst": net["block"]}, {"dst": "10.0.0.0/24"}],
                     "dataDir": str(sd / "cni" / "ipam"),
                 },
             },
@@ -217,7 +239,7 @@ def write_kubelet_config(sd: Path, env: dict[str, Any], net: dict[str, str]) -> 
     cfg = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": net["host_ip"],
+        "address": net["gateway"],
         "port": p["kubelet"],
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
@@ -234,6 +256,9 @@ def write_kubelet_config(sd: Path, env: dict[str, Any], net: dict[str, str]) -> 
         "containerRuntimeEndpoint": f"unix://{containerd_socket(sd)}",
         "cgroupDriver": "cgroupfs",
         "failCgroupV1": False,
+        # Pods under this stack's own cgroup root: another stack's kubelet never sees (or kills) them.
+        "cgroupRoot": net["cgroup_root"],
+        "cgroupsPerQOS": True,
         "failSwapOn": False,
         "podLogsDir": str(sd / "pod-logs"),
         "resolvConf": "/etc/resolv.conf",
@@ -269,7 +294,7 @@ def kubelet_argv(sd: Path, bins: Path, env: dict[str, Any], net: dict[str, str])
         f"--kubeconfig={sd / 'kubelet-client.kubeconfig'}",
         f"--root-dir={sd / 'kubelet'}",
         f"--hostname-override={env['node_name']}",
-        f"--node-ip={net['host_ip']}",
+        f"--node-ip={net['gateway']}",
         "--v=1",
     ]
 
@@ -283,13 +308,13 @@ def kube_proxy_argv(sd: Path, bins: Path, env: dict[str, Any], net: dict[str, st
         "hostnameOverride": env["node_name"],
         "mode": "iptables",
         "clusterCIDR": net["cidr"],
-        "bindAddress": net["host_ip"],
+        "bindAddress": net["gateway"],
         "healthzBindAddress": f"127.0.0.1:{p['kube_proxy_healthz']}",
         "metricsBindAddress": f"127.0.0.1:{p['kube_proxy_metrics']}",
         # Leave the machine's conntrack sysctls alone.
         "conntrack": {"maxPerCore": 0, "min": 0},
-        # NodePorts only on the bridge address, never on the machine's real interfaces.
-        "nodePortAddresses": [f"{net['host_ip']}/32"],
+        # NodePorts only on the bridge address (inside the node's namespace anyway).
+        "nodePortAddresses": [f"{net['gateway']}/32"],
         "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
     }
     path = sd / "kube-proxy-config.json"
@@ -297,40 +322,14 @@ def kube_proxy_argv(sd: Path, bins: Path, env: dict[str, Any], net: dict[str, st
     return [str(bins / "kube-proxy"), f"--config={path}", "--v=1"]
 
 
-def kube_proxy_cleanup(bins: Path) -> None:
-    """Removes the KUBE-* iptables chains kube-proxy installed."""
-    if (bins / "kube-proxy").exists():
-        _run(str(bins / "kube-proxy"), "--cleanup", check=False)
-
-
 # --------------------------------------------------------------------------- teardown
-
-# The chains the kubelet itself adds (kube-proxy --cleanup removes kube-proxy's).
-KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
-
-
-def kubelet_iptables_cleanup() -> None:
-    for tool in ("iptables", "ip6tables"):
-        for table in ("filter", "nat", "mangle"):
-            rules = _run(tool, "-t", table, "-S", check=False).stdout.splitlines()
-            for rule in rules:
-                parts = rule.split()
-                if parts[:1] == ["-A"] and any(f"-j {c}" in rule for c in KUBELET_CHAINS):
-                    _run(tool, "-t", table, "-D", *parts[1:], check=False)
-            for chain in KUBELET_CHAINS:
-                _run(tool, "-t", table, "-F", chain, check=False)
-                _run(tool, "-t", table, "-X", chain, check=False)
 
 
 def remove_shim_sockets() -> None:
     """containerd 1.6 keeps shim sockets in /run/containerd/s whatever its state dir; killed
-    shims leave them behind. Only taken away when no other containerd runs on the machine."""
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (p / "comm").read_text().strip() in ("containerd", "containerd-shim-runc-v2"):
-                return
+    shims leave them behind. Only taken away when no containerd runs on the machine at all."""
+    if any(procs.scan(lambda p: p.cmdline.split(b"\0")[0].endswith((b"containerd", b"containerd-shim-runc-v2")))):
+        return
     s = Path("/run/containerd/s")
     if s.is_dir():
         for f in s.iterdir():
@@ -338,23 +337,33 @@ def remove_shim_sockets() -> None:
                 f.unlink()
 
 
-def _kubepods_cgroups() -> list[Path]:
-    out = []
-    for hier in CGROUP_ROOT.iterdir():
-        d = hier / KUBEPODS
-        if d.is_dir():
-            out.append(d)
-    return out
+def _cgroup_dirs(net: dict[str, str]) -> list[Path]:
+    """The node's cgroup root in every hierarchy (v1 controllers, the named and unified ones)."""
+    root = net.get("cgroup_root", "").strip("/")
+    if not root:
+        return []
+    return [hier / root for hier in CGROUP_ROOT.iterdir() if hier.is_dir() and not hier.is_symlink()]
 
 
-def kill_pod_processes() -> None:
-    """Every process in the kubelet's pod cgroups (containers and pause), in every hierarchy."""
+def setup_cgroups(net: dict[str, str]) -> None:
+    """The kubelet refuses a cgroup root that does not exist. cpuset needs its cpus and mems
+    filled in before any child can hold a task."""
+    for d in _cgroup_dirs(net):
+        d.mkdir(exist_ok=True)
+        if d.parent.name == "cpuset":
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                (d / f).write_text((d.parent / f).read_text())
+
+
+def kill_pod_processes(net: dict[str, str]) -> None:
+    """Every process in this node's pod cgroups (containers and pause), in every hierarchy."""
     for _ in range(3):
         pids: set[int] = set()
-        for d in _kubepods_cgroups():
-            for procs in d.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    pids.update(int(x) for x in procs.read_text().split())
+        for d in _cgroup_dirs(net):
+            if d.is_dir():
+                for tasks in d.rglob("cgroup.procs"):
+                    with contextlib.suppress(OSError):
+                        pids.update(int(x) for x in tasks.read_text().split())
         if not pids:
             return
         for pid in pids:
@@ -366,25 +375,33 @@ def kill_pod_processes() -> None:
 def kill_shims(sd: Path) -> None:
     """containerd's shims outlive containerd; ours name our socket on their command line."""
     sock = str(containerd_socket(sd)).encode()
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"containerd-shim" in cmd and sock in cmd:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(p.name), signal.SIGKILL)
+    procs.kill(list(procs.scan(lambda p: p.has(b"containerd-shim", sock))))
 
 
-def remove_cgroups() -> None:
-    for d in _kubepods_cgroups():
+def remove_cgroups(net: dict[str, str]) -> None:
+    for d in _cgroup_dirs(net):
+        if not d.is_dir():
+            continue
         for sub in sorted((x for x in d.rglob("*") if x.is_dir()), key=lambda x: len(x.parts), reverse=True):
             with contextlib.suppress(OSError):
                 sub.rmdir()
         with contextlib.suppress(OSError):
             d.rmdir()
+
+
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
+
+
+def remove_log_links(sd: Path) -> None:
+    """The kubelet links every container's log into /var/log/containers (a fixed path); links into
+    this stack (and dangling ones into any stack's pod-logs, left by killed nodes) go."""
+    if not CONTAINER_LOG_LINKS.is_dir():
+        return
+    for link in CONTAINER_LOG_LINKS.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(link)
+            if target.startswith(f"{sd}/") or ("/.stack/pod-logs/" in target and not link.exists()):
+                link.unlink()
 
 
 def unmount_under(root: Path) -> None:

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The local test stack: a real Kubernetes control plane, a node, MariaDB, MinIO, Azurite and fake-gcs-server.
 
-The node is chosen by MBO_NODE: `process` (default) is hack/kubelet.py, the process kubelet;
-`real` is the upstream kubelet and kube-proxy with containerd, runc and a CNI bridge running the
-images built by hack/build-image.sh (see hack/realnode.py). With the process kubelet everything
-listens on loopback; with the real node, on the bridge's host address, which pods can reach.
+The node is chosen by MBO_NODE: `real` (default) is the upstream kubelet and kube-proxy with
+containerd, runc and a CNI bridge running the images built by hack/build-image.sh (see
+hack/realnode.py), in a network namespace of their own, so several stacks run side by side;
+`process` is hack/kubelet.py, the process kubelet (no images). With the real node everything pods
+reach listens on the stack's `host` address (the host end of the node's veth); with the process
+kubelet, on loopback.
 Everything runs as plain processes on free ports, under one state directory.
 `up` reuses a stack that is already running and healthy; `down` stops every process it started.
 The stack description (ports, credentials, kubeconfig) is written to `<state>/env.json` and
@@ -67,7 +69,7 @@ NODE_MODES = ("process", "real")
 
 
 def node_mode() -> str:
-    mode = os.environ.get("MBO_NODE", "process")
+    mode = os.environ.get("MBO_NODE", "real")
     if mode not in NODE_MODES:
         raise SystemExit(f"MBO_NODE must be one of {NODE_MODES}, not {mode!r}")
     return mode
@@ -112,10 +114,12 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def make_pki(pki: Path, host: str = "127.0.0.1") -> None:
+def make_pki(pki: Path, host: str = "127.0.0.1", node_ip: str = "127.0.0.1") -> None:
     """A throwaway CA and the leaf certificates the control plane and the kubelet need.
-    `host` is the address the stack listens on (loopback, or the real node's bridge address)."""
+    `host` is the address the stack listens on (loopback, or the host end of the real node's
+    veth); `node_ip` the one the kubelet serves on (the real node's bridge)."""
     extra = "" if host == "127.0.0.1" else f",IP:{host}"
+    node_extra = "" if node_ip == "127.0.0.1" else f",IP:{node_ip}"
     pki.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt = pki / "ca.key", pki / "ca.crt"
     if not ca_crt.exists():
@@ -146,7 +150,7 @@ def make_pki(pki: Path, host: str = "127.0.0.1") -> None:
         "scheduler": ("/CN=system:kube-scheduler", "clientAuth", None),
         "kubelet-client": ("/O=system:nodes/CN=system:node:" + NODE_NAME, "clientAuth", None),
         "apiserver-kubelet-client": ("/O=kubelet-api-admins/CN=kube-apiserver-kubelet-client", "clientAuth", None),
-        "kubelet-serving": ("/CN=" + NODE_NAME, "serverAuth", "DNS:localhost,IP:127.0.0.1" + extra),
+        "kubelet-serving": ("/CN=" + NODE_NAME, "serverAuth", "DNS:localhost,IP:127.0.0.1" + node_extra),
         "kube-proxy": ("/CN=system:kube-proxy", "clientAuth", None),
     }
     for name, (subject, eku, san) in leaves.items():
@@ -443,8 +447,11 @@ def start_control_plane(sd: Path, bins: Path, env: dict[str, Any]) -> None:
 def start_real_node(sd: Path, bins: Path, env: dict[str, Any]) -> None:
     """containerd (with the images imported), then the upstream kubelet and kube-proxy."""
     net = env["network"]
+    realnode.setup_cgroups(net)
     cfg = realnode.write_containerd_config(sd, net)
-    start(sd, "containerd", ["containerd", f"--config={cfg}"])
+    # containerd (and with it the pods' CNI bridge), the kubelet and kube-proxy live in the
+    # node's own network namespace; see hack/realnode.py.
+    start(sd, "containerd", realnode.in_netns(net, ["containerd", f"--config={cfg}"]))
     sock = realnode.containerd_socket(sd)
     wait_for(
         "containerd",
@@ -454,8 +461,8 @@ def start_real_node(sd: Path, bins: Path, env: dict[str, Any]) -> None:
         "containerd",
     )
     ensure_images(sd, env)
-    start(sd, "kubelet", realnode.kubelet_argv(sd, bins, env, net))
-    start(sd, "kube-proxy", realnode.kube_proxy_argv(sd, bins, env, net))
+    start(sd, "kubelet", realnode.in_netns(net, realnode.kubelet_argv(sd, bins, env, net)))
+    start(sd, "kube-proxy", realnode.in_netns(net, realnode.kube_proxy_argv(sd, bins, env, net)))
     wait_for("node Ready", lambda: node_ready(sd), 120, sd, "kubelet")
 
 
@@ -577,7 +584,7 @@ def start_mariadb(sd: Path, env: dict[str, Any]) -> None:
 
     wait_for("mariadb", ping, 60, sd, "mariadb")
     if fresh:
-        # Root from loopback, and (real node) from the bridge's subnet: the host and the pods.
+        # Root from loopback, and (real node) from the stack's /24: the host end and the pods.
         hosts = ["127.0.0.1"]
         if env.get("node") == "real":
             hosts.append(env["network"]["cidr"].rsplit(".", 1)[0] + ".%")
@@ -699,7 +706,7 @@ def _tcp_open(host: str, port: int) -> bool:
 
 
 def new_env(sd: Path, bins: Path, mode: str = "process") -> dict[str, Any]:
-    net = realnode.network_for(sd) if mode == "real" else None
+    net = realnode.network_for(sd, realnode.taken_blocks()) if mode == "real" else None
     host = net["host_ip"] if net else "127.0.0.1"
     ports = {
         k: free_port()
@@ -815,9 +822,8 @@ def cmd_up(_: argparse.Namespace) -> None:
     sd.chmod(0o700)
     env = new_env(sd, bins, mode)
     write_env(sd, env)
-    make_pki(sd / "pki", env["host"])
+    make_pki(sd / "pki", env["host"], (env["network"] or {}).get("gateway", "127.0.0.1"))
     if mode == "real":
-        realnode.refuse_second_node()
         realnode.setup_network(sd, env["network"])
     start_control_plane(sd, bins, env)
     if mode == "real":
@@ -843,16 +849,17 @@ def cmd_down(_: argparse.Namespace, quiet: bool = False) -> None:
         stop(sd, name)
     if env and env.get("node") == "real":
         # Pods outlive the kubelet and containerd (their shims keep them): kill them, then take
-        # away their mounts, cgroups, network namespaces, the bridge and our iptables rules.
-        realnode.kill_pod_processes()
+        # away their mounts, this node's cgroups and log links, and its network namespace (with
+        # the bridge, the veth pair and every iptables chain in it).
+        net = env["network"]
+        realnode.kill_pod_processes(net)
         realnode.kill_shims(sd)
-        realnode.kill_pod_processes()
+        realnode.kill_pod_processes(net)
         realnode.unmount_under(sd)
-        realnode.remove_cgroups()
+        realnode.remove_cgroups(net)
+        realnode.remove_log_links(sd)
         realnode.remove_shim_sockets()
-        realnode.kube_proxy_cleanup(Path(env["bin_dir"]))
-        realnode.kubelet_iptables_cleanup()
-        realnode.teardown_network(sd, env["network"])
+        realnode.teardown_network(net)
     if not quiet:
         log("stack stopped")
 

@@ -15,6 +15,10 @@ from typing import Any, TypeVar
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
+# The stack script's helpers (hack/ is a directory of scripts, not a package).
+sys.path.insert(0, str(REPO / "hack"))
+import procs  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Stack:
@@ -72,16 +76,22 @@ class Stack:
         )
 
 
-def runs_in_stack_pod(stack: Stack, proc: Path) -> bool:
-    """Whether a host process (/proc/<pid>) belongs to a pod of this stack: the real node's pods
-    live in the kubelet's `kubepods` cgroups; the process kubelet's carry the apiserver's port."""
+def runs_in_stack_pod(stack: Stack, proc: procs.Proc) -> bool:
+    """Whether a host process belongs to a pod of this stack: the real node's pods live under the
+    stack's own kubelet cgroup root; the process kubelet's carry the apiserver's port."""
     try:
         if stack.real_node:
-            return "/kubepods" in (proc / "cgroup").read_text()
+            root = stack.raw["network"].get("cgroup_root", "")
+            return f"{root}/kubepods" in proc.cgroups()
         marker = f"KUBERNETES_SERVICE_PORT={stack.raw['ports']['apiserver']}".encode()
-        return marker in (proc / "environ").read_bytes().split(b"\0")
+        return marker in (proc.path / "environ").read_bytes().split(b"\0")
     except OSError:
         return False
+
+
+def stack_pod_procs(stack: Stack, *words: bytes) -> list[procs.Proc]:
+    """The living processes of this stack's pods whose command line holds every word."""
+    return list(procs.scan(lambda p: p.has(*words) and runs_in_stack_pod(stack, p)))
 
 
 def start_stack() -> tuple[Stack, bool]:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -21,7 +19,7 @@ from botocore.config import Config
 from kubernetes import client
 
 from tests.e2e import backends
-from tests.stackenv import REPO, Stack, eventually, runs_in_stack_pod
+from tests.stackenv import REPO, Stack, eventually, procs, stack_pod_procs
 
 GROUP, VERSION = "mysqlbackup.dev", "v1alpha1"
 LOCK_NAMESPACE = "mysql-backup-system"
@@ -135,27 +133,21 @@ class InstalledOperator:
         pod = eventually(self._running, timeout=timeout, what="operator pod running")
         self.baseline_restarts = pod.status.container_statuses[0].restart_count
 
-    def _pids(self) -> list[int]:
+    def _procs(self) -> list[procs.Proc]:
         """The operator's processes as the host sees them (container processes included)."""
-        out = []
-        for p in Path("/proc").iterdir():
-            if not p.name.isdigit():
-                continue
-            try:
-                cmd = (p / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"mysql-backup-operator" in cmd and b"python" in cmd and runs_in_stack_pod(self.stack, p):
-                out.append(int(p.name))
-        return out
+        return stack_pod_procs(self.stack, b"mysql-backup-operator", b"python")
+
+    def _pids(self) -> list[int]:
+        return [p.pid for p in self._procs()]
 
     def kill(self) -> None:
-        """SIGKILL the operator process inside its pod, as a crash would; the kubelet restarts it."""
-        pids = self._pids()
-        assert pids, "operator process not found"
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        eventually(lambda: not self._pids(), timeout=10, what="operator process gone")
+        """SIGKILL the operator process inside its pod, as a crash would; the kubelet restarts it.
+        Waits for the killed processes themselves to die: the kubelet may already have started
+        their replacement (same command line) by then, on a first failure it does not back off."""
+        killed = self._procs()
+        assert killed, "operator process not found"
+        procs.kill(killed)
+        eventually(lambda: not [p for p in killed if procs.alive(p)], timeout=10, what=f"killed operator {killed} dead")
 
     def stop(self) -> None:
         """Scale to zero: the operator stays down for as long as the caller likes."""
@@ -431,6 +423,9 @@ def env(
     else:
         backends.create_bucket(stack, backend, bucket)
     load_sample_data(stack, database)
+    # Every test starts from a running operator and counts restarts from here, so a test that
+    # failed while the operator was down never fails the next one.
+    operator.wait_ready()
     yield Env(
         stack=stack, api=api, namespace=namespace, database=database, bucket=bucket, backend=backend, credentials=mode
     )

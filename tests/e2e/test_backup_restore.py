@@ -8,14 +8,13 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from tests.e2e.conftest import Env, OperatorProcess, s3_client
-from tests.stackenv import Stack, eventually, runs_in_stack_pod
+from tests.stackenv import Stack, eventually, procs, stack_pod_procs
 
 pytestmark = pytest.mark.stack
 
@@ -320,12 +319,7 @@ def test_bad_input_is_refused_or_failed_with_a_reason(env: Env, operator: Operat
 
 
 def _cmdlines() -> list[str]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            with contextlib.suppress(OSError):
-                out.append((p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-    return out
+    return [p.cmdline.replace(b"\0", b" ").decode(errors="replace") for p in procs.scan()]
 
 
 def test_password_never_leaks(env: Env, operator: OperatorProcess) -> None:
@@ -407,16 +401,15 @@ def test_a_stuck_backup_times_out(env: Env) -> None:
     assert not [k for k in env.objects() if "/stuck-" in k], "a partial dump became visible"
 
 
+AGENT_BACKUP = b"mysql-backup-agent\0backup"
+
+
 def _agent_rss_kib(stack: Stack) -> int | None:
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
+    for p in stack_pod_procs(stack, AGENT_BACKUP):
         with contextlib.suppress(OSError):
-            cmd = (p / "cmdline").read_bytes()
-            if b"mysql-backup-agent\0backup" in cmd and runs_in_stack_pod(stack, p):
-                for line in (p / "status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):  # the kernel's own peak-RSS mark: no peak is missed
-                        return int(line.split()[1])
+            for line in (p.path / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):  # the kernel's own peak-RSS mark: no peak is missed
+                    return int(line.split()[1])
     return None
 
 
@@ -467,13 +460,7 @@ def _hold_dump(env: Env) -> Any:
 
 
 def _agent_pids(env: Env) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            with contextlib.suppress(OSError):
-                if b"mysql-backup-agent\0backup" in (p / "cmdline").read_bytes() and runs_in_stack_pod(env.stack, p):
-                    pids.append(int(p.name))
-    return pids
+    return [p.pid for p in stack_pod_procs(env.stack, AGENT_BACKUP)]
 
 
 def test_agent_pod_killed_mid_backup_publishes_nothing(env: Env) -> None:
