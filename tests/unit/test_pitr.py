@@ -562,3 +562,17 @@ def test_segment_store_loads_entries_and_gaps_only() -> None:
     idx = SegmentStore(S3(), "b", "d").load()
     assert idx.segments == (seg,) and idx.gaps == (gap,)
     assert SegmentStore(S3(), "b", "d").retention_floor() == 5
+
+
+def test_the_archiver_runs_the_operators_agent_image() -> None:
+    """Through the policy controller, as the operator runs it: the archiver gets the same agent
+    image as the backup Jobs (MBO_AGENT_IMAGE), not the built-in default (seen on the real node:
+    ImagePullBackOff on a registry this cluster cannot reach)."""
+    from mysql_backup_operator.controllers.policy import PolicyController
+
+    kube, c, _ = _controller_world({"enabled": True}, bl.Index(segments=(_seg(1),)))
+    policies = PolicyController(c.base)
+    policies.pitr = c  # the world's archive index, read without a bucket
+    policies.reconcile(kube.get("backuppolicies", "ns", "pol"))
+    (deployment,) = kube.deployments.values()
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "img"

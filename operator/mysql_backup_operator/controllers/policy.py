@@ -88,7 +88,9 @@ class PolicyController:
         patch: dict[str, Any] = {"observedGeneration": gen}
         conditions = list(status.get("conditions") or [])
         try:
-            policy = parse_policy(name=name, namespace=ns, spec=obj.get("spec") or {})
+            policy = parse_policy(
+                name=name, namespace=ns, spec=obj.get("spec") or {}, default_image=self.ctx.settings.agent_image
+            )
             sched = parse_schedule_spec(obj.get("spec") or {})
             retention = parse_retention((obj.get("spec") or {}).get("retention"))
         except SpecError as e:
