@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the whole product on the local stack, end to end.
-#  1. bring up (or reuse) the stack: control plane, node (the real node, or MBO_NODE=process),
+#  1. bring up (or reuse) the stack: control plane, node (process kubelet, or MBO_NODE=real),
 #     MariaDB, MinIO
 #  2. install the CRDs and start the operator
 #  3. load a sample database, create a bucket, a BackupPolicy, a manual Backup

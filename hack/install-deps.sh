@@ -15,9 +15,8 @@ command -v age >/dev/null 2>&1 || need+=(age)
 # Headless Chromium and its WebDriver for the web console's browser tests (tests/e2e/test_console.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
-# The real node (the default; MBO_NODE=process skips it): container runtime, CNI plugins, iptables,
-# image building.
-if [ "${MBO_NODE:-real}" = real ] || [ "${MBO_IMAGE_DEPS:-}" = 1 ]; then
+# The real node (MBO_NODE=real): container runtime, CNI plugins, iptables, image building.
+if [ "${MBO_NODE:-process}" = real ] || [ "${MBO_IMAGE_DEPS:-}" = 1 ]; then
   command -v containerd >/dev/null 2>&1 || need+=(containerd)
   command -v runc >/dev/null 2>&1 || need+=(runc)
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)

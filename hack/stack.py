@@ -1,12 +1,11 @@
 #!/usr/bin/env python3
 """The local test stack: a real Kubernetes control plane, a node, MariaDB, MinIO, Azurite and fake-gcs-server.
 
-The node is chosen by MBO_NODE: `real` (default) is the upstream kubelet and kube-proxy with
-containerd, runc and a CNI bridge running the images built by hack/build-image.sh (see
-hack/realnode.py), in a network namespace of their own, so several stacks run side by side;
-`process` is hack/kubelet.py, the process kubelet (no images). With the real node everything pods
-reach listens on the stack's `host` address (the host end of the node's veth); with the process
-kubelet, on loopback.
+The node is chosen by MBO_NODE: `process` (default) is hack/kubelet.py, the process kubelet;
+`real` is the upstream kubelet and kube-proxy with containerd, runc and a CNI bridge running the
+images built by hack/build-image.sh (see hack/realnode.py), in a network namespace of their own,
+so several stacks run side by side. With the process kubelet everything listens on loopback; with
+the real node, on the stack's `host` address (the host end of the node's veth), which pods reach.
 Everything runs as plain processes on free ports, under one state directory.
 `up` reuses a stack that is already running and healthy; `down` stops every process it started.
 The stack description (ports, credentials, kubeconfig) is written to `<state>/env.json` and
@@ -69,7 +68,7 @@ NODE_MODES = ("process", "real")
 
 
 def node_mode() -> str:
-    mode = os.environ.get("MBO_NODE", "real")
+    mode = os.environ.get("MBO_NODE", "process")
     if mode not in NODE_MODES:
         raise SystemExit(f"MBO_NODE must be one of {NODE_MODES}, not {mode!r}")
     return mode

@@ -1,6 +1,6 @@
 """What only a real node can prove: the shipped image, its security context, kernel-enforced memory
 limits, liveness probes and a second operator replica. Skipped on the process kubelet, which has
-no images, cgroup limits or probes (MBO_NODE=process)."""
+no images, cgroup limits or probes (run with MBO_NODE=real)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.stack
 @pytest.fixture(autouse=True)
 def _real_node_only(stack: Stack) -> None:
     if not stack.real_node:
-        pytest.skip("needs the real node (the default; this stack is MBO_NODE=process): no images here")
+        pytest.skip("needs the real node (MBO_NODE=real): the process kubelet runs no images")
 
 
 RESTRICTED = {
