@@ -219,9 +219,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """RSS now (VmRSS) or the process's peak so far (VmHWM), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -244,6 +245,7 @@ def window(api: Any, secs: float, pid: int | None) -> dict[str, Any]:
     if pid:
         out["cpu_percent"] = round(100 * (cpu_seconds(pid) - cpu0) / elapsed, 2)
         out["rss_mib"] = round(rss_mib(pid), 1)
+        out["rss_peak_mib"] = round(rss_mib(pid, "VmHWM"), 1)
     return out
 
 
@@ -446,6 +448,7 @@ def main() -> None:
         "backups": args.policies * args.backups_per_policy,
         "create_seconds": round(create_secs, 1) if create_secs else None,
         "rss_mib": idle["rss_mib"],
+        "rss_peak_mib": idle["rss_peak_mib"],
         "rss_mib_after_restart": round(rss_after, 1) if rss_after else None,
         "idle_cpu_percent": idle["cpu_percent"],
         "window_seconds": idle["seconds"],
@@ -456,7 +459,8 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     log(
-        f"RSS {result['rss_mib']} MiB, idle CPU {result['idle_cpu_percent']}% of a core, "
+        f"RSS {result['rss_mib']} MiB (peak {result['rss_peak_mib']}), "
+        f"idle CPU {result['idle_cpu_percent']}% of a core, "
         f"{total} req/s, create->Job p50 {pct(lat, 50)}s p95 {pct(lat, 95)}s, start-up->Job {startup}s"
     )
 
