@@ -37,9 +37,9 @@ console: venv
 	$(BIN)/python -m mysql_backup_operator.console.assets web operator/mysql_backup_operator/console/static
 
 ## The operator image (plus a Debian base and a pause image) as OCI archives, built locally with
-## mmdebstrap and buildah, cached by a hash of their inputs. MBO_NODE=real stacks build it themselves.
+## mmdebstrap and buildah, cached by a hash of their inputs. `hack/stack.py up` builds it itself.
 image:
-	@MBO_IMAGE_DEPS=1 bash hack/install-deps.sh
+	@bash hack/install-deps.sh
 	@bash hack/build-image.sh
 
 lint: venv

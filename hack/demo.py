@@ -46,16 +46,13 @@ def free_port() -> int:
 
 
 def image_args() -> list[str]:
-    """The real node runs the image built from this tree (never pulled); the process kubelet
-    ignores images, but the chart still requires a name."""
-    if ENV.get("node") == "real":
-        repo, tag = ENV["image"].rsplit(":", 1)
-        return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
-    return ["--set", "image.repository=local/mysql-backup-operator", "--set", "image.tag=dev"]
+    """The node runs the image built from this tree and imported into containerd (never pulled)."""
+    repo, tag = ENV["image"].rsplit(":", 1)
+    return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
 
 
 def helm_install() -> None:
-    """The operator as users install it; the process kubelet runs its pod (ports are the host's)."""
+    """The operator as users install it, in the shipped image on the real node."""
     ns_body = {
         "apiVersion": "v1",
         "kind": "Namespace",

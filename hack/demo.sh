@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole product on the local stack, end to end.
-#  1. bring up (or reuse) the stack: control plane, node (process kubelet, or MBO_NODE=real),
-#     MariaDB, MinIO
+#  1. bring up (or reuse) the stack: control plane, the node (kubelet, containerd, the image
+#     built from this tree), MariaDB, MinIO
 #  2. install the CRDs and start the operator
 #  3. load a sample database, create a bucket, a BackupPolicy, a manual Backup
 #  4. damage the data and Restore it (a pre-restore safety backup runs first)

@@ -15,17 +15,15 @@ command -v age >/dev/null 2>&1 || need+=(age)
 # Headless Chromium and its WebDriver for the web console's browser tests (tests/e2e/test_console.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
-# The real node (MBO_NODE=real): container runtime, CNI plugins, iptables, image building.
-if [ "${MBO_NODE:-process}" = real ] || [ "${MBO_IMAGE_DEPS:-}" = 1 ]; then
-  command -v containerd >/dev/null 2>&1 || need+=(containerd)
-  command -v runc >/dev/null 2>&1 || need+=(runc)
-  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
-  command -v iptables >/dev/null 2>&1 || need+=(iptables)
-  # ip netns / veth for the node's network namespace; nsenter is util-linux (above).
-  command -v ip >/dev/null 2>&1 || need+=(iproute2)
-  command -v buildah >/dev/null 2>&1 || need+=(buildah)
-  command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
-fi
+# The node: container runtime, CNI plugins, iptables, image building.
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# ip netns / veth for the node's network namespace; nsenter is util-linux (above).
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v buildah >/dev/null 2>&1 || need+=(buildah)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[install-deps] installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -1,7 +1,7 @@
 """The real node: containerd + runc + CNI bridge, the upstream kubelet and kube-proxy.
 
-Used by hack/stack.py when MBO_NODE=real. Several real nodes run side by side on one machine (one
-per worktree): everything a node creates is named after the stack's state directory (network
+The local stack's only node (hack/stack.py). Several real nodes run side by side on one machine
+(one per worktree): everything a node creates is named after the stack's state directory (network
 namespace, veth pair, bridge, pod subnet, kubelet cgroup root), lives under that directory
 (containerd's root and state, pod network namespaces, pod logs, CNI IP allocations) or inside the
 node's own network namespace (the bridge, kube-proxy's and the kubelet's iptables chains), so

@@ -1,11 +1,10 @@
 #!/usr/bin/env python3
 """The local test stack: a real Kubernetes control plane, a node, MariaDB, MinIO, Azurite and fake-gcs-server.
 
-The node is chosen by MBO_NODE: `process` (default) is hack/kubelet.py, the process kubelet;
-`real` is the upstream kubelet and kube-proxy with containerd, runc and a CNI bridge running the
+The node is the upstream kubelet and kube-proxy with containerd, runc and a CNI bridge running the
 images built by hack/build-image.sh (see hack/realnode.py), in a network namespace of their own,
-so several stacks run side by side. With the process kubelet everything listens on loopback; with
-the real node, on the stack's `host` address (the host end of the node's veth), which pods reach.
+so several stacks run side by side. Host-side services listen on the stack's `host` address (the
+host end of the node's veth), which pods reach.
 Everything runs as plain processes on free ports, under one state directory.
 `up` reuses a stack that is already running and healthy; `down` stops every process it started.
 The stack description (ports, credentials, kubeconfig) is written to `<state>/env.json` and
@@ -45,17 +44,6 @@ COMPONENTS = [
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
-    "kubelet",
-    "mariadb",
-    "minio",
-    "azurite",
-    "fake-gcs",
-]
-REAL_COMPONENTS = [
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
     "containerd",
     "kubelet",
     "kube-proxy",
@@ -64,18 +52,13 @@ REAL_COMPONENTS = [
     "azurite",
     "fake-gcs",
 ]
-NODE_MODES = ("process", "real")
 
 
-def node_mode() -> str:
-    mode = os.environ.get("MBO_NODE", "process")
-    if mode not in NODE_MODES:
-        raise SystemExit(f"MBO_NODE must be one of {NODE_MODES}, not {mode!r}")
-    return mode
-
-
-def components(env: dict[str, Any] | None) -> list[str]:
-    return REAL_COMPONENTS if env and env.get("node") == "real" else COMPONENTS
+def check_node_mode() -> None:
+    """MBO_NODE chose between the retired process kubelet and the real node; only `real` is left."""
+    mode = os.environ.get("MBO_NODE", "real")
+    if mode != "real":
+        raise SystemExit(f"MBO_NODE={mode!r}: the process kubelet is retired; the stack always runs the real node")
 
 
 def read_env(sd: Path) -> dict[str, Any] | None:
@@ -375,9 +358,8 @@ def start_control_plane(sd: Path, bins: Path, env: dict[str, Any]) -> None:
             f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP",
-            # The real node's kube-proxy routes the `kubernetes` Service to the apiserver's
-            # endpoints, so they must be kept; the process kubelet needs none.
-            f"--endpoint-reconciler-type={'lease' if env['node'] == 'real' else 'none'}",
+            # kube-proxy routes the `kubernetes` Service to the apiserver's endpoints.
+            "--endpoint-reconciler-type=lease",
             "--profiling=false",
             "--v=1",
         ],
@@ -479,30 +461,6 @@ def ensure_images(sd: Path, env: dict[str, Any]) -> None:
     write_env(sd, env)
 
 
-def start_kubelet(sd: Path, env: dict[str, Any]) -> None:
-    p = env["ports"]
-    pki = sd / "pki"
-    start(
-        sd,
-        "kubelet",
-        [
-            sys.executable,
-            str(HACK / "kubelet.py"),
-            f"--kubeconfig={sd / 'kubelet-client.kubeconfig'}",
-            f"--node-name={NODE_NAME}",
-            f"--root-dir={sd / 'kubelet'}",
-            f"--port={p['kubelet']}",
-            f"--tls-cert={pki / 'kubelet-serving.crt'}",
-            f"--tls-key={pki / 'kubelet-serving.key'}",
-            f"--client-ca={pki / 'ca.crt'}",
-            f"--apiserver-port={p['apiserver']}",
-        ],
-        # Containers run commands from PATH: the project's virtualenv (the agent) comes first.
-        env={"PATH": f"{Path(sys.executable).parent}:{env['bin_dir']}:{os.environ.get('PATH', '')}"},
-    )
-    wait_for("node Ready", lambda: node_ready(sd), 60, sd, "kubelet")
-
-
 def kubectl(sd: Path, *args: str, check: bool = True) -> str:
     env = json.loads((sd / "env.json").read_text())
     return subprocess.run(
@@ -583,10 +541,8 @@ def start_mariadb(sd: Path, env: dict[str, Any]) -> None:
 
     wait_for("mariadb", ping, 60, sd, "mariadb")
     if fresh:
-        # Root from loopback, and (real node) from the stack's /24: the host end and the pods.
-        hosts = ["127.0.0.1"]
-        if env.get("node") == "real":
-            hosts.append(env["network"]["cidr"].rsplit(".", 1)[0] + ".%")
+        # Root from loopback, and from the stack's /24: the host end and the pods.
+        hosts = ["127.0.0.1", env["network"]["cidr"].rsplit(".", 1)[0] + ".%"]
         sql = f"ALTER USER 'root'@'localhost' IDENTIFIED BY '{db['root_password']}';"
         for h in hosts:
             sql += (
@@ -704,9 +660,9 @@ def _tcp_open(host: str, port: int) -> bool:
 # --------------------------------------------------------------------------- commands
 
 
-def new_env(sd: Path, bins: Path, mode: str = "process") -> dict[str, Any]:
-    net = realnode.network_for(sd, realnode.taken_blocks()) if mode == "real" else None
-    host = net["host_ip"] if net else "127.0.0.1"
+def new_env(sd: Path, bins: Path) -> dict[str, Any]:
+    net = realnode.network_for(sd, realnode.taken_blocks())
+    host = net["host_ip"]
     ports = {
         k: free_port()
         for k in (
@@ -734,7 +690,7 @@ def new_env(sd: Path, bins: Path, mode: str = "process") -> dict[str, Any]:
         "helm": str(bins / "helm"),
         "kubeconfig": str(sd / "admin.kubeconfig"),
         "node_name": NODE_NAME,
-        "node": mode,
+        "node": "real",
         # The address the apiserver, MariaDB and MinIO listen on, reachable from pods.
         "host": host,
         "network": net,
@@ -788,9 +744,9 @@ def write_env(sd: Path, env: dict[str, Any]) -> None:
 
 def healthy(sd: Path) -> bool:
     env = read_env(sd)
-    if env is None or env.get("node", "process") != node_mode():
+    if env is None or env.get("node") != "real":
         return False
-    if not all(alive(sd, c) for c in components(env)):
+    if not all(alive(sd, c) for c in COMPONENTS):
         return False
     try:
         if https_get(env["apiserver"] + "/readyz", sd / "pki")[0] != 200:
@@ -802,11 +758,11 @@ def healthy(sd: Path) -> bool:
 
 def cmd_up(_: argparse.Namespace) -> None:
     sd = state_dir()
-    mode = node_mode()
+    check_node_mode()
     if healthy(sd):
         log(f"reusing healthy stack in {sd}")
         env = read_env(sd)
-        if env and env["node"] == "real":
+        if env:
             ensure_images(sd, env)
         print(sd / "env.json")
         return
@@ -819,16 +775,12 @@ def cmd_up(_: argparse.Namespace) -> None:
         shutil.rmtree(sd)
     sd.mkdir(parents=True)
     sd.chmod(0o700)
-    env = new_env(sd, bins, mode)
+    env = new_env(sd, bins)
     write_env(sd, env)
-    make_pki(sd / "pki", env["host"], (env["network"] or {}).get("gateway", "127.0.0.1"))
-    if mode == "real":
-        realnode.setup_network(sd, env["network"])
+    make_pki(sd / "pki", env["host"], env["network"]["gateway"])
+    realnode.setup_network(sd, env["network"])
     start_control_plane(sd, bins, env)
-    if mode == "real":
-        start_real_node(sd, bins, env)
-    else:
-        start_kubelet(sd, env)
+    start_real_node(sd, bins, env)
     start_mariadb(sd, env)
     start_minio(sd, bins, env)
     start_azurite(sd, bins, env)
@@ -840,11 +792,10 @@ def cmd_up(_: argparse.Namespace) -> None:
 def cmd_down(_: argparse.Namespace, quiet: bool = False) -> None:
     sd = state_dir()
     env = read_env(sd)
-    comps = components(env)
     # Extra processes started on top of the stack (the demo's operator) go first.
-    known = set(COMPONENTS) | set(REAL_COMPONENTS)
+    known = set(COMPONENTS)
     extras = sorted(p.stem for p in (sd / "pids").glob("*.pid") if p.stem not in known) if sd.exists() else []
-    for name in [*extras, *reversed(comps)]:
+    for name in [*extras, *reversed(COMPONENTS)]:
         stop(sd, name)
     if env and env.get("node") == "real":
         # Pods outlive the kubelet and containerd (their shims keep them): kill them, then take
@@ -870,7 +821,7 @@ def cmd_env(_: argparse.Namespace) -> None:
 
 def cmd_status(_: argparse.Namespace) -> None:
     sd = state_dir()
-    for c in components(read_env(sd)):
+    for c in COMPONENTS:
         print(f"{c:26} {'running' if alive(sd, c) else 'stopped'}")
     print(f"healthy: {healthy(sd)}")
 

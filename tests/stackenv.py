@@ -39,19 +39,10 @@ class Stack:
         return Path(self.raw["state_dir"])
 
     @property
-    def node(self) -> str:
-        """`process` (hack/kubelet.py) or `real` (kubelet + containerd, see hack/realnode.py)."""
-        return str(self.raw.get("node", "process"))
-
-    @property
-    def real_node(self) -> bool:
-        return self.node == "real"
-
-    @property
     def image(self) -> str:
-        """The image pods run: the operator image built from this tree on the real node; the
-        process kubelet ignores images and runs host binaries."""
-        return str(self.raw.get("image") or "local/process")
+        """The image pods run: the operator image built from this tree (hack/build-image.sh),
+        imported into the node's containerd."""
+        return str(self.raw["image"])
 
     @property
     def host(self) -> str:
@@ -77,14 +68,11 @@ class Stack:
 
 
 def runs_in_stack_pod(stack: Stack, proc: procs.Proc) -> bool:
-    """Whether a host process belongs to a pod of this stack: the real node's pods live under the
-    stack's own kubelet cgroup root; the process kubelet's carry the apiserver's port."""
+    """Whether a host process belongs to a pod of this stack: its pods live under the stack's own
+    kubelet cgroup root (several stacks may run on one machine)."""
     try:
-        if stack.real_node:
-            root = stack.raw["network"].get("cgroup_root", "")
-            return f"{root}/kubepods" in proc.cgroups()
-        marker = f"KUBERNETES_SERVICE_PORT={stack.raw['ports']['apiserver']}".encode()
-        return marker in (proc.path / "environ").read_bytes().split(b"\0")
+        root = stack.raw["network"].get("cgroup_root", "")
+        return f"{root}/kubepods" in proc.cgroups()
     except OSError:
         return False
 

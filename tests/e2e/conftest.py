@@ -98,13 +98,10 @@ class InstalledOperator:
         # The operator is event-driven; only its safety net (re-checking unfinished objects) is
         # shortened for the tests, from 30 s to 10 s.
         extra_env = [{"name": "MBO_RESYNC_SECONDS", "value": "10"}]
-        if self.stack.real_node:
-            # The image built from this tree and imported into containerd; never pulled.
-            repo, tag = self.stack.image.rsplit(":", 1)
-            image = ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}"]
-            image += ["--set", "image.pullPolicy=Never"]
-        else:
-            image = ["--set", "image.repository=local/mysql-backup-operator", "--set", "image.tag=dev"]
+        # The image built from this tree and imported into containerd; never pulled.
+        repo, tag = self.stack.image.rsplit(":", 1)
+        image = ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}"]
+        image += ["--set", "image.pullPolicy=Never"]
         self.helm(
             "upgrade", "--install", RELEASE, str(REPO / "helm" / "mysql-backup-operator"),
             "--namespace", LOCK_NAMESPACE, "--wait", "--timeout", "180s",
@@ -169,19 +166,13 @@ class InstalledOperator:
 
     def logs(self, pod: str = "*") -> str:
         """Every line any operator container wrote, across restarts and pods (or one pod's)."""
-        if self.stack.real_node:
-            files = (self.stack.state_dir / "pod-logs").glob(f"{LOCK_NAMESPACE}_{pod}_*/operator/*.log")
-        else:
-            files = (self.stack.state_dir / "kubelet" / "pods").glob("*/containers/operator/*.log")
+        files = (self.stack.state_dir / "pod-logs").glob(f"{LOCK_NAMESPACE}_{pod}_*/operator/*.log")
         return "".join(f.read_text(errors="replace") for f in sorted(files))
 
     def url(self, port: int, path: str) -> str:
         """An HTTP endpoint of the running operator pod, as the host reaches it."""
-        host = "127.0.0.1"
-        if self.stack.real_node:
-            pod = eventually(self._running, timeout=60, what="operator pod running")
-            host = pod.status.pod_ip
-        return f"http://{host}:{port}{path}"
+        pod = eventually(self._running, timeout=60, what="operator pod running")
+        return f"http://{pod.status.pod_ip}:{port}{path}"
 
 
 OperatorProcess = InstalledOperator

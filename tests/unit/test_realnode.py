@@ -1,5 +1,5 @@
 """The real node's generated configuration: the settings this machine needs and the rules that keep
-pod traffic on it. The node itself is exercised by tests/e2e with MBO_NODE=real."""
+pod traffic on it. The node itself is exercised by every test under tests/e2e."""
 
 from __future__ import annotations
 
