@@ -105,12 +105,18 @@ class FakeKube:
         return self.get("restores", namespace, name)
 
     def list_all(self, plural: str, label_selector: str) -> list[dict[str, Any]]:
+        """`key=value` or `!key` (no such label), the two selectors the operator uses."""
         self._call("list", plural, "*", label_selector)
-        key, _, value = label_selector.partition("=")
+        absent = label_selector.startswith("!")
+        key, _, value = label_selector.lstrip("!").partition("=")
+
+        def match(labels: Mapping[str, str]) -> bool:
+            return key not in labels if absent else labels.get(key) == value
+
         return [
             copy.deepcopy(o)
             for (p, _, _), o in self.objects.items()
-            if p == plural and (o["metadata"].get("labels") or {}).get(key) == value
+            if p == plural and match(o["metadata"].get("labels") or {})
         ]
 
     def list_namespaced(self, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from mysql_backup_operator.controllers.backup import BACKUP_FINALIZER, BackupController
+from mysql_backup_operator.controllers.cache import Cache
 from mysql_backup_operator.controllers.operation import Context, Settings
 from mysql_backup_operator.controllers.restore import RestoreController
 from mysql_backup_operator.controllers.runtime import Runtime, Tuning
@@ -79,7 +80,19 @@ def test_a_new_backup_gets_labels_finalizer_lock_and_job_in_one_step() -> None:
     assert b["metadata"]["labels"]["mysqlbackup.dev/database-key"]
     assert (NS, "backup-b1") in kube.jobs
     assert len(kube.coordination.leases) == 1
-    # No LIST anywhere: the queue comes from the cache.
+    # Taking the free lock read its queue live: per kind, the unlabelled objects, then this database's.
+    lists = [c[1] for c in kube.calls if c[0] == "list"]
+    db = b["metadata"]["labels"]["mysqlbackup.dev/database-key"]
+    unlabelled, labelled = "!mysqlbackup.dev/database-key", f"mysqlbackup.dev/database-key={db}"
+    assert [(p, sel) for p, _, sel in lists] == [
+        ("backups", unlabelled),
+        ("backups", labelled),
+        ("restores", unlabelled),
+        ("restores", labelled),
+    ]
+    # Following the running Job lists nothing.
+    kube.calls.clear()
+    r.reconcile(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
     assert not [c for c in kube.calls if c[0] == "list"]
 
 
@@ -183,8 +196,16 @@ def test_cache_moves_a_row_when_its_keys_change_and_forgets_deleted_objects() ->
     assert cache.sizes() == {"backups": 0, "operations": 0, "policies": 0}
 
 
-def test_before_the_cache_is_synced_the_lock_queue_is_read_live() -> None:
-    """Right after a start the cache may not know an older waiter yet: it must not be overtaken."""
+def blind(kube: FakeKube, woken: list[tuple[str, str, str]]) -> BackupController:
+    """A controller whose (synced) cache has seen none of the objects: the watch is behind."""
+    r = reconciler(kube, woken)
+    r.ctx.cache = Cache()
+    r.ctx.cache.synced.set()
+    return r
+
+
+def test_a_free_lock_waits_for_an_earlier_waiter_the_cache_does_not_know_yet() -> None:
+    """The queue-order race: the earlier waiter's watch event has not reached the cache."""
     kube, woken = world()
     backup(kube, "holder", "2026-01-01T00:00:00Z")
     reconciler(kube, woken).reconcile(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
@@ -193,16 +214,76 @@ def test_before_the_cache_is_synced_the_lock_queue_is_read_live() -> None:
     assert kube.objects[("backups", NS, "older")]["status"]["reason"] == "DatabaseBusy"
     kube.finish_job(NS, "backup-holder", ok=True, result=OK_RESULT)
     reconciler(kube, woken).reconcile(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    assert kube.coordination.leases == {}
     backup(kube, "newer", "2026-01-01T00:00:09Z")
-    r = reconciler(kube, woken)
-    r.ctx.cache.synced.clear()  # a fresh start: the cache knows nothing yet
-    r.ctx.cache = type(r.ctx.cache)()
-    kube.calls.clear()
-    r.reconcile(kube.get("backups", NS, "newer"))  # type: ignore[arg-type]
-    assert [c for c in kube.calls if c[0] == "list"], "the queue was not read live"
+    blind(kube, woken).reconcile(kube.get("backups", NS, "newer"))  # type: ignore[arg-type]
     newer = kube.objects[("backups", NS, "newer")]
     assert newer["status"]["reason"] == "QueuedBehindEarlierOperation" and (NS, "backup-newer") not in kube.jobs
     assert older["metadata"]["name"] in newer["status"]["message"]
+    assert kube.coordination.leases == {}
+
+
+def test_a_free_lock_waits_for_an_earlier_operation_not_reconciled_yet() -> None:
+    """Created milliseconds apart and reconciled by parallel workers, the earlier Backup may not
+    even carry its database label yet: it is found by its policy."""
+    kube, woken = world()
+    backup(kube, "q0", "2026-01-01T00:00:00Z")
+    backup(kube, "q1", "2026-01-01T00:00:00Z")  # the same second: the name decides
+    blind(kube, woken).reconcile(kube.get("backups", NS, "q1"))  # type: ignore[arg-type]
+    q1 = kube.objects[("backups", NS, "q1")]
+    assert q1["status"]["reason"] == "QueuedBehindEarlierOperation" and "q0" in q1["status"]["message"]
+    assert (NS, "backup-q1") not in kube.jobs
+    blind(kube, woken).reconcile(kube.get("backups", NS, "q0"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "q0")]["status"]["phase"] == "Running" and (NS, "backup-q0") in kube.jobs
+
+
+def test_a_queued_operation_reads_its_queue_from_the_cache_not_the_api() -> None:
+    kube, woken = world()
+    backup(kube, "holder", "2026-01-01T00:00:00Z")
+    reconciler(kube, woken).reconcile(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    backup(kube, "next", "2026-01-01T00:00:01Z")
+    r = reconciler(kube, woken)
+    kube.calls.clear()
+    for _ in range(3):  # safety-net passes while the holder runs
+        r.reconcile(kube.get("backups", NS, "next"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "next")]["status"]["reason"] == "DatabaseBusy"
+    assert not [c for c in kube.calls if c[0] == "list"]
+
+
+def restore(kube: FakeKube, name: str, of: str, created: str) -> dict[str, Any]:
+    return kube.add(
+        "restores",
+        NS,
+        {
+            "kind": "Restore",
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"backupRef": {"name": of}},
+        },
+    )
+
+
+def test_operations_that_will_not_take_the_lock_soon_do_not_hold_back_the_queue() -> None:
+    """An earlier pre-restore Backup runs under its Restore's lock, and an earlier Restore whose
+    Backup is still running waits for that Backup, not for the lock: neither is a waiter (the
+    second would deadlock the queue). An earlier Restore of a completed Backup is one."""
+    kube, woken = world()
+    running = backup(kube, "running", "2026-01-01T00:00:00Z")
+    running["status"] = {"phase": "Running"}
+    pre = backup(kube, "pre", "2026-01-01T00:00:01Z")
+    pre["spec"]["trigger"] = "pre-restore"
+    restore(kube, "r-waits", "running", "2026-01-01T00:00:02Z")
+    backup(kube, "b", "2026-01-01T00:00:05Z")
+    blind(kube, woken).reconcile(kube.get("backups", NS, "b"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "b")]["status"]["phase"] == "Running"
+    kube.finish_job(NS, "backup-b", ok=True, result=OK_RESULT)
+    blind(kube, woken).reconcile(kube.get("backups", NS, "b"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "b")]["status"]["phase"] == "Completed"
+
+    restore(kube, "r-ready", "b", "2026-01-01T00:00:06Z")
+    backup(kube, "c", "2026-01-01T00:00:07Z")
+    blind(kube, woken).reconcile(kube.get("backups", NS, "c"))  # type: ignore[arg-type]
+    c = kube.objects[("backups", NS, "c")]
+    assert c["status"]["reason"] == "QueuedBehindEarlierOperation" and "r-ready" in c["status"]["message"]
 
 
 def test_the_sync_gate_waits_for_every_counted_kind_and_not_just_for_quiet() -> None:
