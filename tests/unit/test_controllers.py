@@ -5,14 +5,17 @@ These complement, never replace, the real-stack tests in tests/e2e.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
+from kubernetes.client.rest import ApiException
 from mysql_backup_operator.controllers.backup import BACKUP_FINALIZER, BackupController
-from mysql_backup_operator.controllers.cache import Cache
+from mysql_backup_operator.controllers.cache import Cache, admit_listed
 from mysql_backup_operator.controllers.operation import Context, Settings
 from mysql_backup_operator.controllers.restore import RestoreController
 from mysql_backup_operator.controllers.runtime import Runtime, Tuning
+from mysql_backup_operator.k8s.kube import TransientError
 
 from tests.unit.fakes import FakeKube, build_cache
 
@@ -286,20 +289,117 @@ def test_operations_that_will_not_take_the_lock_soon_do_not_hold_back_the_queue(
     assert c["status"]["reason"] == "QueuedBehindEarlierOperation" and "r-ready" in c["status"]["message"]
 
 
-def test_the_sync_gate_waits_for_every_counted_kind_and_not_just_for_quiet() -> None:
+# ---------------------------------------------------------------------------- the "synced" gate
+
+
+def listed(name: str, rv: int, *, phase: str = "Completed", db: str | None = None) -> dict[str, Any]:
+    labels = {"mysqlbackup.dev/database-key": db} if db else {}
+    return {
+        "metadata": {"name": name, "namespace": NS, "uid": f"u-{name}", "resourceVersion": str(rv), "labels": labels},
+        "spec": {"policyRef": {"name": "pol"}},
+        "status": {"phase": phase},
+    }
+
+
+def test_admit_listed_rules() -> None:
+    # Nothing known about the object: the listed row fills the gap.
+    assert admit_listed(listed_rv=5, cached_rv=None, deleted_rv=None)
+    assert admit_listed(listed_rv=None, cached_rv=None, deleted_rv=None)
+    # The watch delivered it: only a strictly newer listed row replaces it.
+    assert admit_listed(listed_rv=9, cached_rv=5, deleted_rv=None)
+    assert not admit_listed(listed_rv=5, cached_rv=5, deleted_rv=None)
+    assert not admit_listed(listed_rv=4, cached_rv=5, deleted_rv=None)
+    assert not admit_listed(listed_rv=None, cached_rv=5, deleted_rv=None)
+    assert not admit_listed(listed_rv=9, cached_rv=0, deleted_rv=None)  # the watch's row has no usable version
+    # Deleted during the listing: never resurrected, unless re-created after the delete.
+    assert not admit_listed(listed_rv=5, cached_rv=None, deleted_rv=7)
+    assert not admit_listed(listed_rv=7, cached_rv=None, deleted_rv=7)
+    assert not admit_listed(listed_rv=None, cached_rv=None, deleted_rv=7)
+    assert not admit_listed(listed_rv=9, cached_rv=None, deleted_rv=0)
+    assert admit_listed(listed_rv=9, cached_rv=None, deleted_rv=7)
+    assert not admit_listed(listed_rv=9, cached_rv=10, deleted_rv=7)  # ... and the watch has it newer still
+
+
+def test_a_listing_merges_with_concurrent_watch_events_and_never_undoes_them() -> None:
+    cache = Cache()
+    cache.begin_listing()
+    cache.put("Backup", listed("newer-in-watch", 20, phase="Pending", db="k"))  # watch: newer than our LIST
+    cache.put("Backup", listed("deleted", 10))
+    cache.remove("Backup", listed("deleted", 11))  # watch: deleted during the listing
+    cache.put("Backup", listed("older-in-watch", 3, phase="Pending", db="k"))
+    taken = cache.merge_listed(
+        "Backup",
+        [
+            listed("newer-in-watch", 15, db="k"),  # older: ignored
+            listed("deleted", 10),  # deleted meanwhile: not resurrected
+            listed("older-in-watch", 8, db="k"),  # newer than the watch's row: taken
+            listed("only-listed", 4),  # the watch has not delivered it yet: taken
+        ],
+    )
+    assert taken == 2
+    assert not cache.synced.is_set()
+    cache.end_listing()
+    assert cache.synced.is_set()
+    rows = {r.name: r.phase for r in cache.backups_of_policy(NS, "pol")}
+    assert rows == {"newer-in-watch": "Pending", "older-in-watch": "Completed", "only-listed": "Completed"}
+    assert [r.op.name for r in cache.ops_for_database("k") if r.waiting] == ["newer-in-watch"]
+    # After the listing a DELETE is an ordinary removal; nothing is remembered.
+    cache.remove("Backup", listed("only-listed", 30))
+    assert "only-listed" not in {r.name for r in cache.backups_of_policy(NS, "pol")}
+    assert cache._deleted is None
+
+
+def test_the_sync_gate_opens_once_every_kind_is_listed_and_merged() -> None:
+    """Our own paged LIST per kind; the watch keeps writing between the pages."""
     kube, _ = world()
-    rt = Runtime(context(kube, []), Tuning(sync_quiet_seconds=0.0))
-    rt._expected = {"Backup": 2, "Restore": 0, "BackupPolicy": 1}
-    rt.listed("BackupPolicy")
-    assert not rt.synced()  # quiet, but the (slow, big) Backup listing has not started yet
-    rt.listed("Backup")
-    assert rt.synced()  # started and quiet again
-    rt2 = Runtime(context(kube, []), Tuning(sync_quiet_seconds=60.0))
-    rt2._expected = {"Backup": 1, "BackupPolicy": 1}
-    rt2.listed("Backup")
-    assert not rt2.synced()
-    rt2.listed("BackupPolicy")
-    assert rt2.synced()  # everything counted has arrived
+    finished(kube, 7)
+    rt = Runtime(context(kube, []), Tuning(list_chunk_size=3))
+    rt.cache = rt.ctx.cache = Cache()  # a fresh start: the watch has delivered nothing yet
+
+    def watch_meanwhile(plural: str, token: str) -> None:
+        """Before the second page: old-4 (on it) changes, old-6 (on the third) is deleted; the
+        snapshot being listed still has both as they were."""
+        if plural != "backups" or token != "3":
+            return
+        changed = copy.deepcopy(kube.objects[("backups", NS, "old-4")])
+        changed["metadata"]["resourceVersion"] = str(int(changed["metadata"]["resourceVersion"]) + 1000)
+        changed["metadata"]["annotations"] = {"mysqlbackup.dev/keep": "true"}
+        rt.cache.put("Backup", changed)
+        gone = copy.deepcopy(kube.objects[("backups", NS, "old-6")])
+        gone["metadata"]["resourceVersion"] = str(int(gone["metadata"]["resourceVersion"]) + 1000)
+        rt.cache.remove("Backup", gone)
+
+    kube.between_pages = watch_meanwhile
+    rt.sync_cache()
+    assert rt.cache.synced.is_set()
+    rows = {r.name: r for r in rt.cache.backups_of_policy(NS, "pol")}
+    assert sorted(rows) == [f"old-{i}" for i in range(6)], "old-6 came back"
+    assert rows["old-4"].pinned, "an older listed row overwrote the watch's"
+    assert rt.cache.policy(NS, "pol") is not None
+    pages = [c[1] for c in kube.calls if c[0] == "list_page"]
+    assert [p for p, _ in pages].count("backups") == 3  # 7 Backups in pages of 3
+    assert [p for p, _ in pages].count("backuppolicies") == 1 and [p for p, _ in pages].count("restores") == 1
+
+
+def test_the_start_up_listing_retries_and_starts_over_when_its_token_expires() -> None:
+    kube, _ = world()
+    finished(kube, 4)
+    rt = Runtime(context(kube, []), Tuning(list_chunk_size=2))
+    rt.cache = rt.ctx.cache = Cache()
+    slept: list[float] = []
+    rt._sleep = slept.append
+    failures = [TransientError("apiserver restarting", delay=5), ApiException(status=410)]
+    real = kube.list_page
+
+    def flaky(plural: str, *, limit: int, continue_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        if plural == "backups" and continue_token and failures:
+            raise failures.pop(0)
+        return real(plural, limit=limit, continue_token=continue_token)
+
+    kube.list_page = flaky  # type: ignore[method-assign]
+    rt.sync_cache()
+    assert slept == [5]
+    assert rt.cache.synced.is_set() and len(rt.cache.backups_of_policy(NS, "pol")) == 4
 
 
 def test_a_partial_restore_takes_a_safety_backup_of_only_what_it_replaces() -> None:

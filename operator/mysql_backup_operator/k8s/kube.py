@@ -122,11 +122,18 @@ class Kube:
         return list(res.get("items") or [])
 
     @transient
-    def count(self, plural: str) -> int:
-        """How many objects of a kind exist, from a LIST of one (remainingItemCount), not a full LIST."""
-        res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, limit=1)
-        meta = res.get("metadata") or {}
-        return len(res.get("items") or []) + int(meta.get("remainingItemCount") or 0)
+    def list_page(
+        self, plural: str, *, limit: int, continue_token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a cluster-wide LIST and the token for the next one (None after the last).
+
+        All pages of one listing are one consistent snapshot (the apiserver pins the first page's
+        resourceVersion in the token). An expired token is a 410 ApiException: list again from the
+        start."""
+        extra = {"_continue": continue_token} if continue_token else {}
+        res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, limit=limit, **extra)
+        token = (res.get("metadata") or {}).get("continue") or None
+        return list(res.get("items") or []), token
 
     @transient
     def list_namespaced(self, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
