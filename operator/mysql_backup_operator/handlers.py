@@ -40,6 +40,7 @@ def runtime() -> Runtime:
             or os.environ.get("POD_NAMESPACE")
             or "mysql-backup-operator",
             agent_image=os.environ.get("MBO_AGENT_IMAGE", DEFAULT_AGENT_IMAGE),
+            watch_namespaces=tuple(n for n in os.environ.get("MBO_WATCH_NAMESPACES", "").split(",") if n),
         )
         kube = Kube()
         tuning = Tuning(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -105,9 +105,9 @@ class FakeKube:
     def get_restore(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get("restores", namespace, name)
 
-    def list_all(self, plural: str, label_selector: str) -> list[dict[str, Any]]:
+    def list_all(self, plural: str, label_selector: str, *, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
         """`key=value` or `!key` (no such label), the two selectors the operator uses."""
-        self._call("list", plural, "*", label_selector)
+        self._call("list", plural, ",".join(namespaces) or "*", label_selector)
         absent = label_selector.startswith("!")
         key, _, value = label_selector.lstrip("!").partition("=")
 
@@ -117,20 +117,22 @@ class FakeKube:
         return [
             copy.deepcopy(o)
             for (p, _, _), o in self.objects.items()
-            if p == plural and match(o["metadata"].get("labels") or {})
+            if p == plural
+            and match(o["metadata"].get("labels") or {})
+            and (not namespaces or o["metadata"]["namespace"] in namespaces)
         ]
 
     def list_page(
-        self, plural: str, *, limit: int, continue_token: str | None
+        self, plural: str, *, namespace: str | None, limit: int, continue_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Pages in name order; `between_pages` runs before each page after the first (what the
         watch delivers meanwhile). Unlike the real apiserver the pages are not one snapshot: a
         harder case for the cache's merge, not an easier one."""
-        self._call("list_page", plural, continue_token)
+        self._call("list_page", plural, namespace, continue_token)
         if continue_token is not None and self.between_pages is not None:
             self.between_pages(plural, continue_token)
         start = int(continue_token or 0)
-        names = sorted((ns, n) for (p, ns, n) in self.objects if p == plural)
+        names = sorted((ns, n) for (p, ns, n) in self.objects if p == plural and namespace in (None, ns))
         page = [copy.deepcopy(self.objects[(plural, ns, n)]) for ns, n in names[start : start + limit]]
         return page, (str(start + limit) if start + limit < len(names) else None)
 

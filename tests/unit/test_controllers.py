@@ -376,9 +376,28 @@ def test_the_sync_gate_opens_once_every_kind_is_listed_and_merged() -> None:
     assert sorted(rows) == [f"old-{i}" for i in range(6)], "old-6 came back"
     assert rows["old-4"].pinned, "an older listed row overwrote the watch's"
     assert rt.cache.policy(NS, "pol") is not None
-    pages = [c[1] for c in kube.calls if c[0] == "list_page"]
-    assert [p for p, _ in pages].count("backups") == 3  # 7 Backups in pages of 3
-    assert [p for p, _ in pages].count("backuppolicies") == 1 and [p for p, _ in pages].count("restores") == 1
+    pages = [c[1][0] for c in kube.calls if c[0] == "list_page"]
+    assert pages == ["backups", "backups", "backups", "restores", "backuppolicies"]  # 7 Backups, pages of 3
+
+
+def test_with_watch_namespaces_every_list_stays_inside_them() -> None:
+    """With `watchNamespaces` the operator's RBAC has no cluster-wide LIST: a 403 there would
+    leave the gate closed and every lock untakeable."""
+    kube, woken = world()
+    finished(kube, 2)
+    kube.add(
+        "backups", "elsewhere", {"kind": "Backup", "metadata": {"name": "x"}, "spec": {"policyRef": {"name": "p"}}}
+    )
+    settings = Settings(lock_namespace="sys", agent_image="img", watch_namespaces=(NS,))
+    ctx = Context(kube, settings, cache=Cache(), wake=woken.append)  # type: ignore[arg-type]
+    rt = Runtime(ctx, Tuning())
+    rt.sync_cache()
+    assert {c[1][1] for c in kube.calls if c[0] == "list_page"} == {NS}
+    assert len(rt.cache.backups_of_policy(NS, "pol")) == 2 and rt.cache.backups_of_policy("elsewhere", "p") == []
+    backup(kube, "b")
+    BackupController(ctx).reconcile(kube.get("backups", NS, "b"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "b")]["status"]["phase"] == "Running"
+    assert {c[1][1] for c in kube.calls if c[0] == "list"} == {NS}
 
 
 def test_the_start_up_listing_retries_and_starts_over_when_its_token_expires() -> None:
@@ -391,10 +410,10 @@ def test_the_start_up_listing_retries_and_starts_over_when_its_token_expires() -
     failures = [TransientError("apiserver restarting", delay=5), ApiException(status=410)]
     real = kube.list_page
 
-    def flaky(plural: str, *, limit: int, continue_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        if plural == "backups" and continue_token and failures:
+    def flaky(plural: str, **kw: Any) -> tuple[list[dict[str, Any]], str | None]:
+        if plural == "backups" and kw["continue_token"] and failures:
             raise failures.pop(0)
-        return real(plural, limit=limit, continue_token=continue_token)
+        return real(plural, **kw)
 
     kube.list_page = flaky  # type: ignore[method-assign]
     rt.sync_cache()

@@ -39,6 +39,9 @@ Wake = Callable[[ObjectKey], None]
 class Settings:
     lock_namespace: str
     agent_image: str
+    # The namespaces the operator watches (MBO_WATCH_NAMESPACES); empty: the whole cluster. Its
+    # own LISTs stay inside them: with `watchNamespaces` its RBAC allows no cluster-wide LIST.
+    watch_namespaces: tuple[str, ...] = ()
     # A Backup whose policy does not exist yet waits this long (GitOps may apply it first).
     missing_policy_grace_seconds: int = 60
 
@@ -310,10 +313,12 @@ class OperationController:
         unlabelled by the first LIST. Four LISTs per acquisition, none while queued."""
         seen: list[tuple[str, Mapping[str, Any], str | None]] = []
         for plural, kind in ((BACKUPS, "Backup"), (RESTORES, "Restore")):
-            for body in self.kube.list_all(plural, f"!{LABEL_DB_KEY}"):
+            scope = self.ctx.settings.watch_namespaces
+            for body in self.kube.list_all(plural, f"!{LABEL_DB_KEY}", namespaces=scope):
                 if queue_candidate(kind, body):
                     seen.append((kind, body, self._database_of(kind, body)))
-            seen += [(kind, body, db_key) for body in self.kube.list_all(plural, f"{LABEL_DB_KEY}={db_key}")]
+            labelled = self.kube.list_all(plural, f"{LABEL_DB_KEY}={db_key}", namespaces=scope)
+            seen += [(kind, body, db_key) for body in labelled]
         return waiters(db_key, seen)
 
     def _database_of(self, kind: str, body: Mapping[str, Any]) -> str | None:

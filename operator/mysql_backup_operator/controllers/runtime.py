@@ -151,16 +151,20 @@ class Runtime:
         brings back an object deleted meanwhile (`Cache.merge_listed`). One request per page
         (`list_chunk_size`), at start-up only; a page's bodies are dropped once merged into rows."""
         self.cache.begin_listing()
+        scope: tuple[str | None, ...] = self.ctx.settings.watch_namespaces or (None,)
         for kind, plural in PLURAL.items():
-            self._list_into_cache(kind, plural)
+            for namespace in scope:
+                self._list_into_cache(kind, plural, namespace)
         self.cache.end_listing()
 
-    def _list_into_cache(self, kind: str, plural: str) -> None:
+    def _list_into_cache(self, kind: str, plural: str, namespace: str | None) -> None:
         token: str | None = None
         pages = rows = 0
         while True:
             try:
-                items, next_token = self.kube.list_page(plural, limit=self.tuning.list_chunk_size, continue_token=token)
+                items, next_token = self.kube.list_page(
+                    plural, namespace=namespace, limit=self.tuning.list_chunk_size, continue_token=token
+                )
             except TransientError as e:
                 LOG.warning("listing %s: %s; retrying in %ss", plural, e, e.delay)
                 self._sleep(e.delay)
