@@ -40,12 +40,14 @@ def runtime() -> Runtime:
             or os.environ.get("POD_NAMESPACE")
             or "mysql-backup-operator",
             agent_image=os.environ.get("MBO_AGENT_IMAGE", DEFAULT_AGENT_IMAGE),
+            watch_namespaces=tuple(n for n in os.environ.get("MBO_WATCH_NAMESPACES", "").split(",") if n),
         )
         kube = Kube()
         tuning = Tuning(
             workers=int(_float_env("MBO_WORKERS", 4)),
             resync_seconds=_float_env("MBO_RESYNC_SECONDS", 30),
             policy_resync_seconds=_float_env("MBO_POLICY_RESYNC_SECONDS", 600),
+            list_chunk_size=int(_float_env("MBO_LIST_CHUNK_SIZE", 500)),
         )
         peering = PEERING[0] if PEERING else None
         _runtime.append(Runtime(Context(kube, settings, cache=CACHE), tuning, peering=peering))
@@ -66,7 +68,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # stream every Job of the cluster to us).
     settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     # The initial listing (and each re-listing after a watch timeout) in pages, not one 10,000-object
-    # response: bounds the memory peak, which Python keeps as RSS afterwards.
+    # response: bounds the memory peak, which Python keeps as RSS afterwards. The runtime's own
+    # start-up LIST (the cache's "synced" gate) uses the same page size.
     settings.watching.chunk_size = int(_float_env("MBO_LIST_CHUNK_SIZE", 500))
     # Kubernetes >= 1.34 can stream the initial state over the watch instead (no LIST at all).
     settings.watching.initial_streaming = os.environ.get("MBO_INITIAL_STREAMING", "") == "1"
@@ -93,8 +96,6 @@ def _cache(kind: str, event: kopf.RawEvent, body: kopf.Body) -> None:
         CACHE.remove(kind, body)
     else:
         CACHE.put(kind, body)
-    if event.get("type") is None:  # the initial listing
-        runtime().listed(kind)
 
 
 @kopf.on.event(GROUP, VERSION, BACKUPS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -74,6 +74,7 @@ class FakeKube:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.coordination = FakeCoordination()
         self.peerings: dict[tuple[str | None, str], dict[str, Any]] = {}  # (namespace, name) -> status
+        self.between_pages: Callable[[str, str], None] | None = None
 
     def _call(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -104,14 +105,36 @@ class FakeKube:
     def get_restore(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get("restores", namespace, name)
 
-    def list_all(self, plural: str, label_selector: str) -> list[dict[str, Any]]:
-        self._call("list", plural, "*", label_selector)
-        key, _, value = label_selector.partition("=")
+    def list_all(self, plural: str, label_selector: str, *, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """`key=value` or `!key` (no such label), the two selectors the operator uses."""
+        self._call("list", plural, ",".join(namespaces) or "*", label_selector)
+        absent = label_selector.startswith("!")
+        key, _, value = label_selector.lstrip("!").partition("=")
+
+        def match(labels: Mapping[str, str]) -> bool:
+            return key not in labels if absent else labels.get(key) == value
+
         return [
             copy.deepcopy(o)
             for (p, _, _), o in self.objects.items()
-            if p == plural and (o["metadata"].get("labels") or {}).get(key) == value
+            if p == plural
+            and match(o["metadata"].get("labels") or {})
+            and (not namespaces or o["metadata"]["namespace"] in namespaces)
         ]
+
+    def list_page(
+        self, plural: str, *, namespace: str | None, limit: int, continue_token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Pages in name order; `between_pages` runs before each page after the first (what the
+        watch delivers meanwhile). Unlike the real apiserver the pages are not one snapshot: a
+        harder case for the cache's merge, not an easier one."""
+        self._call("list_page", plural, namespace, continue_token)
+        if continue_token is not None and self.between_pages is not None:
+            self.between_pages(plural, continue_token)
+        start = int(continue_token or 0)
+        names = sorted((ns, n) for (p, ns, n) in self.objects if p == plural and namespace in (None, ns))
+        page = [copy.deepcopy(self.objects[(plural, ns, n)]) for ns, n in names[start : start + limit]]
+        return page, (str(start + limit) if start + limit < len(names) else None)
 
     def list_namespaced(self, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         self._call("list", plural, namespace, label_selector)

@@ -5,13 +5,17 @@ These complement, never replace, the real-stack tests in tests/e2e.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
+from kubernetes.client.rest import ApiException
 from mysql_backup_operator.controllers.backup import BACKUP_FINALIZER, BackupController
+from mysql_backup_operator.controllers.cache import Cache, admit_listed
 from mysql_backup_operator.controllers.operation import Context, Settings
 from mysql_backup_operator.controllers.restore import RestoreController
 from mysql_backup_operator.controllers.runtime import Runtime, Tuning
+from mysql_backup_operator.k8s.kube import TransientError
 
 from tests.unit.fakes import FakeKube, build_cache
 
@@ -79,7 +83,19 @@ def test_a_new_backup_gets_labels_finalizer_lock_and_job_in_one_step() -> None:
     assert b["metadata"]["labels"]["mysqlbackup.dev/database-key"]
     assert (NS, "backup-b1") in kube.jobs
     assert len(kube.coordination.leases) == 1
-    # No LIST anywhere: the queue comes from the cache.
+    # Taking the free lock read its queue live: per kind, the unlabelled objects, then this database's.
+    lists = [c[1] for c in kube.calls if c[0] == "list"]
+    db = b["metadata"]["labels"]["mysqlbackup.dev/database-key"]
+    unlabelled, labelled = "!mysqlbackup.dev/database-key", f"mysqlbackup.dev/database-key={db}"
+    assert [(p, sel) for p, _, sel in lists] == [
+        ("backups", unlabelled),
+        ("backups", labelled),
+        ("restores", unlabelled),
+        ("restores", labelled),
+    ]
+    # Following the running Job lists nothing.
+    kube.calls.clear()
+    r.reconcile(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
     assert not [c for c in kube.calls if c[0] == "list"]
 
 
@@ -183,8 +199,16 @@ def test_cache_moves_a_row_when_its_keys_change_and_forgets_deleted_objects() ->
     assert cache.sizes() == {"backups": 0, "operations": 0, "policies": 0}
 
 
-def test_before_the_cache_is_synced_the_lock_queue_is_read_live() -> None:
-    """Right after a start the cache may not know an older waiter yet: it must not be overtaken."""
+def blind(kube: FakeKube, woken: list[tuple[str, str, str]]) -> BackupController:
+    """A controller whose (synced) cache has seen none of the objects: the watch is behind."""
+    r = reconciler(kube, woken)
+    r.ctx.cache = Cache()
+    r.ctx.cache.synced.set()
+    return r
+
+
+def test_a_free_lock_waits_for_an_earlier_waiter_the_cache_does_not_know_yet() -> None:
+    """The queue-order race: the earlier waiter's watch event has not reached the cache."""
     kube, woken = world()
     backup(kube, "holder", "2026-01-01T00:00:00Z")
     reconciler(kube, woken).reconcile(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
@@ -193,32 +217,208 @@ def test_before_the_cache_is_synced_the_lock_queue_is_read_live() -> None:
     assert kube.objects[("backups", NS, "older")]["status"]["reason"] == "DatabaseBusy"
     kube.finish_job(NS, "backup-holder", ok=True, result=OK_RESULT)
     reconciler(kube, woken).reconcile(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    assert kube.coordination.leases == {}
     backup(kube, "newer", "2026-01-01T00:00:09Z")
-    r = reconciler(kube, woken)
-    r.ctx.cache.synced.clear()  # a fresh start: the cache knows nothing yet
-    r.ctx.cache = type(r.ctx.cache)()
-    kube.calls.clear()
-    r.reconcile(kube.get("backups", NS, "newer"))  # type: ignore[arg-type]
-    assert [c for c in kube.calls if c[0] == "list"], "the queue was not read live"
+    blind(kube, woken).reconcile(kube.get("backups", NS, "newer"))  # type: ignore[arg-type]
     newer = kube.objects[("backups", NS, "newer")]
     assert newer["status"]["reason"] == "QueuedBehindEarlierOperation" and (NS, "backup-newer") not in kube.jobs
     assert older["metadata"]["name"] in newer["status"]["message"]
+    assert kube.coordination.leases == {}
 
 
-def test_the_sync_gate_waits_for_every_counted_kind_and_not_just_for_quiet() -> None:
+def test_a_free_lock_waits_for_an_earlier_operation_not_reconciled_yet() -> None:
+    """Created milliseconds apart and reconciled by parallel workers, the earlier Backup may not
+    even carry its database label yet: it is found by its policy."""
+    kube, woken = world()
+    backup(kube, "q0", "2026-01-01T00:00:00Z")
+    backup(kube, "q1", "2026-01-01T00:00:00Z")  # the same second: the name decides
+    blind(kube, woken).reconcile(kube.get("backups", NS, "q1"))  # type: ignore[arg-type]
+    q1 = kube.objects[("backups", NS, "q1")]
+    assert q1["status"]["reason"] == "QueuedBehindEarlierOperation" and "q0" in q1["status"]["message"]
+    assert (NS, "backup-q1") not in kube.jobs
+    blind(kube, woken).reconcile(kube.get("backups", NS, "q0"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "q0")]["status"]["phase"] == "Running" and (NS, "backup-q0") in kube.jobs
+
+
+def test_a_queued_operation_reads_its_queue_from_the_cache_not_the_api() -> None:
+    kube, woken = world()
+    backup(kube, "holder", "2026-01-01T00:00:00Z")
+    reconciler(kube, woken).reconcile(kube.get("backups", NS, "holder"))  # type: ignore[arg-type]
+    backup(kube, "next", "2026-01-01T00:00:01Z")
+    r = reconciler(kube, woken)
+    kube.calls.clear()
+    for _ in range(3):  # safety-net passes while the holder runs
+        r.reconcile(kube.get("backups", NS, "next"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "next")]["status"]["reason"] == "DatabaseBusy"
+    assert not [c for c in kube.calls if c[0] == "list"]
+
+
+def restore(kube: FakeKube, name: str, of: str, created: str) -> dict[str, Any]:
+    return kube.add(
+        "restores",
+        NS,
+        {
+            "kind": "Restore",
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"backupRef": {"name": of}},
+        },
+    )
+
+
+def test_operations_that_will_not_take_the_lock_soon_do_not_hold_back_the_queue() -> None:
+    """An earlier pre-restore Backup runs under its Restore's lock, and an earlier Restore whose
+    Backup is still running waits for that Backup, not for the lock: neither is a waiter (the
+    second would deadlock the queue). An earlier Restore of a completed Backup is one."""
+    kube, woken = world()
+    running = backup(kube, "running", "2026-01-01T00:00:00Z")
+    running["status"] = {"phase": "Running"}
+    pre = backup(kube, "pre", "2026-01-01T00:00:01Z")
+    pre["spec"]["trigger"] = "pre-restore"
+    restore(kube, "r-waits", "running", "2026-01-01T00:00:02Z")
+    backup(kube, "b", "2026-01-01T00:00:05Z")
+    blind(kube, woken).reconcile(kube.get("backups", NS, "b"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "b")]["status"]["phase"] == "Running"
+    kube.finish_job(NS, "backup-b", ok=True, result=OK_RESULT)
+    blind(kube, woken).reconcile(kube.get("backups", NS, "b"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "b")]["status"]["phase"] == "Completed"
+
+    restore(kube, "r-ready", "b", "2026-01-01T00:00:06Z")
+    backup(kube, "c", "2026-01-01T00:00:07Z")
+    blind(kube, woken).reconcile(kube.get("backups", NS, "c"))  # type: ignore[arg-type]
+    c = kube.objects[("backups", NS, "c")]
+    assert c["status"]["reason"] == "QueuedBehindEarlierOperation" and "r-ready" in c["status"]["message"]
+
+
+# ---------------------------------------------------------------------------- the "synced" gate
+
+
+def listed(name: str, rv: int, *, phase: str = "Completed", db: str | None = None) -> dict[str, Any]:
+    labels = {"mysqlbackup.dev/database-key": db} if db else {}
+    return {
+        "metadata": {"name": name, "namespace": NS, "uid": f"u-{name}", "resourceVersion": str(rv), "labels": labels},
+        "spec": {"policyRef": {"name": "pol"}},
+        "status": {"phase": phase},
+    }
+
+
+def test_admit_listed_rules() -> None:
+    # Nothing known about the object: the listed row fills the gap.
+    assert admit_listed(listed_rv=5, cached_rv=None, deleted_rv=None)
+    assert admit_listed(listed_rv=None, cached_rv=None, deleted_rv=None)
+    # The watch delivered it: only a strictly newer listed row replaces it.
+    assert admit_listed(listed_rv=9, cached_rv=5, deleted_rv=None)
+    assert not admit_listed(listed_rv=5, cached_rv=5, deleted_rv=None)
+    assert not admit_listed(listed_rv=4, cached_rv=5, deleted_rv=None)
+    assert not admit_listed(listed_rv=None, cached_rv=5, deleted_rv=None)
+    assert not admit_listed(listed_rv=9, cached_rv=0, deleted_rv=None)  # the watch's row has no usable version
+    # Deleted during the listing: never resurrected, unless re-created after the delete.
+    assert not admit_listed(listed_rv=5, cached_rv=None, deleted_rv=7)
+    assert not admit_listed(listed_rv=7, cached_rv=None, deleted_rv=7)
+    assert not admit_listed(listed_rv=None, cached_rv=None, deleted_rv=7)
+    assert not admit_listed(listed_rv=9, cached_rv=None, deleted_rv=0)
+    assert admit_listed(listed_rv=9, cached_rv=None, deleted_rv=7)
+    assert not admit_listed(listed_rv=9, cached_rv=10, deleted_rv=7)  # ... and the watch has it newer still
+
+
+def test_a_listing_merges_with_concurrent_watch_events_and_never_undoes_them() -> None:
+    cache = Cache()
+    cache.begin_listing()
+    cache.put("Backup", listed("newer-in-watch", 20, phase="Pending", db="k"))  # watch: newer than our LIST
+    cache.put("Backup", listed("deleted", 10))
+    cache.remove("Backup", listed("deleted", 11))  # watch: deleted during the listing
+    cache.put("Backup", listed("older-in-watch", 3, phase="Pending", db="k"))
+    taken = cache.merge_listed(
+        "Backup",
+        [
+            listed("newer-in-watch", 15, db="k"),  # older: ignored
+            listed("deleted", 10),  # deleted meanwhile: not resurrected
+            listed("older-in-watch", 8, db="k"),  # newer than the watch's row: taken
+            listed("only-listed", 4),  # the watch has not delivered it yet: taken
+        ],
+    )
+    assert taken == 2
+    assert not cache.synced.is_set()
+    cache.end_listing()
+    assert cache.synced.is_set()
+    rows = {r.name: r.phase for r in cache.backups_of_policy(NS, "pol")}
+    assert rows == {"newer-in-watch": "Pending", "older-in-watch": "Completed", "only-listed": "Completed"}
+    assert [r.op.name for r in cache.ops_for_database("k") if r.waiting] == ["newer-in-watch"]
+    # After the listing a DELETE is an ordinary removal; nothing is remembered.
+    cache.remove("Backup", listed("only-listed", 30))
+    assert "only-listed" not in {r.name for r in cache.backups_of_policy(NS, "pol")}
+    assert cache._deleted is None
+
+
+def test_the_sync_gate_opens_once_every_kind_is_listed_and_merged() -> None:
+    """Our own paged LIST per kind; the watch keeps writing between the pages."""
     kube, _ = world()
-    rt = Runtime(context(kube, []), Tuning(sync_quiet_seconds=0.0))
-    rt._expected = {"Backup": 2, "Restore": 0, "BackupPolicy": 1}
-    rt.listed("BackupPolicy")
-    assert not rt.synced()  # quiet, but the (slow, big) Backup listing has not started yet
-    rt.listed("Backup")
-    assert rt.synced()  # started and quiet again
-    rt2 = Runtime(context(kube, []), Tuning(sync_quiet_seconds=60.0))
-    rt2._expected = {"Backup": 1, "BackupPolicy": 1}
-    rt2.listed("Backup")
-    assert not rt2.synced()
-    rt2.listed("BackupPolicy")
-    assert rt2.synced()  # everything counted has arrived
+    finished(kube, 7)
+    rt = Runtime(context(kube, []), Tuning(list_chunk_size=3))
+    rt.cache = rt.ctx.cache = Cache()  # a fresh start: the watch has delivered nothing yet
+
+    def watch_meanwhile(plural: str, token: str) -> None:
+        """Before the second page: old-4 (on it) changes, old-6 (on the third) is deleted; the
+        snapshot being listed still has both as they were."""
+        if plural != "backups" or token != "3":
+            return
+        changed = copy.deepcopy(kube.objects[("backups", NS, "old-4")])
+        changed["metadata"]["resourceVersion"] = str(int(changed["metadata"]["resourceVersion"]) + 1000)
+        changed["metadata"]["annotations"] = {"mysqlbackup.dev/keep": "true"}
+        rt.cache.put("Backup", changed)
+        gone = copy.deepcopy(kube.objects[("backups", NS, "old-6")])
+        gone["metadata"]["resourceVersion"] = str(int(gone["metadata"]["resourceVersion"]) + 1000)
+        rt.cache.remove("Backup", gone)
+
+    kube.between_pages = watch_meanwhile
+    rt.sync_cache()
+    assert rt.cache.synced.is_set()
+    rows = {r.name: r for r in rt.cache.backups_of_policy(NS, "pol")}
+    assert sorted(rows) == [f"old-{i}" for i in range(6)], "old-6 came back"
+    assert rows["old-4"].pinned, "an older listed row overwrote the watch's"
+    assert rt.cache.policy(NS, "pol") is not None
+    pages = [c[1][0] for c in kube.calls if c[0] == "list_page"]
+    assert pages == ["backups", "backups", "backups", "restores", "backuppolicies"]  # 7 Backups, pages of 3
+
+
+def test_with_watch_namespaces_every_list_stays_inside_them() -> None:
+    """With `watchNamespaces` the operator's RBAC has no cluster-wide LIST: a 403 there would
+    leave the gate closed and every lock untakeable."""
+    kube, woken = world()
+    finished(kube, 2)
+    kube.add(
+        "backups", "elsewhere", {"kind": "Backup", "metadata": {"name": "x"}, "spec": {"policyRef": {"name": "p"}}}
+    )
+    settings = Settings(lock_namespace="sys", agent_image="img", watch_namespaces=(NS,))
+    ctx = Context(kube, settings, cache=Cache(), wake=woken.append)  # type: ignore[arg-type]
+    rt = Runtime(ctx, Tuning())
+    rt.sync_cache()
+    assert {c[1][1] for c in kube.calls if c[0] == "list_page"} == {NS}
+    assert len(rt.cache.backups_of_policy(NS, "pol")) == 2 and rt.cache.backups_of_policy("elsewhere", "p") == []
+    backup(kube, "b")
+    BackupController(ctx).reconcile(kube.get("backups", NS, "b"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "b")]["status"]["phase"] == "Running"
+    assert {c[1][1] for c in kube.calls if c[0] == "list"} == {NS}
+
+
+def test_the_start_up_listing_retries_and_starts_over_when_its_token_expires() -> None:
+    kube, _ = world()
+    finished(kube, 4)
+    rt = Runtime(context(kube, []), Tuning(list_chunk_size=2))
+    rt.cache = rt.ctx.cache = Cache()
+    slept: list[float] = []
+    rt._sleep = slept.append
+    failures = [TransientError("apiserver restarting", delay=5), ApiException(status=410)]
+    real = kube.list_page
+
+    def flaky(plural: str, **kw: Any) -> tuple[list[dict[str, Any]], str | None]:
+        if plural == "backups" and kw["continue_token"] and failures:
+            raise failures.pop(0)
+        return real(plural, **kw)
+
+    kube.list_page = flaky  # type: ignore[method-assign]
+    rt.sync_cache()
+    assert slept == [5]
+    assert rt.cache.synced.is_set() and len(rt.cache.backups_of_policy(NS, "pol")) == 4
 
 
 def test_a_partial_restore_takes_a_safety_backup_of_only_what_it_replaces() -> None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import given
 from hypothesis import strategies as st
 from mysql_backup_operator.api import Reason
-from mysql_backup_operator.k8s.locking import Operation, decide
+from mysql_backup_operator.k8s.locking import Decision, Operation, decide
 
 
 def op(n: int, kind: str = "Backup") -> Operation:
@@ -42,3 +44,35 @@ def test_nobody_acquires_while_a_live_holder_exists(ns: list[int]) -> None:
     waiting = [op(n) for n in ns]
     holder = Operation("2025", "Restore", "ns", "r", "ur").identity
     assert not any(decide(me=w, holder=holder, holder_alive=True, waiting=waiting).acquire for w in waiting)
+
+
+def test_acquire_reads_the_live_queue_only_to_take_a_free_lock() -> None:
+    from mysql_backup_operator.k8s.locking import LeaseLock, acquire
+
+    from tests.unit.fakes import FakeCoordination
+
+    lock = LeaseLock(FakeCoordination(), "sys")
+    asked: list[int] = []
+
+    def live(*ops: Operation) -> Callable[[], list[Operation]]:
+        def read() -> list[Operation]:
+            asked.append(1)
+            return list(ops)
+
+        return read
+
+    def take(me: Operation, confirm: Callable[[], list[Operation]], alive: bool = True) -> Decision:
+        return acquire(
+            lock, db_key="k", identity_note="db", me=me, waiting=[me], is_alive=lambda _: alive, confirm=confirm
+        )
+
+    # Free, but the live queue has an earlier waiter the cache did not: wait for it.
+    d = take(op(2), live(op(1), op(2)))
+    assert not d.acquire and d.reason == Reason.QUEUED_BEHIND and d.blocker == "Backup ns/o1" and asked == [1]
+    assert lock.holder("k")[0] is None
+    assert take(op(1), live(op(1), op(2))).acquire and lock.holder("k")[0] == op(1).identity
+    asked.clear()
+    # Held by a live operation, or already ours (a restart): no live read at all.
+    assert not take(op(2), live()).acquire
+    assert take(op(1), live()).acquire
+    assert asked == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,11 @@ def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
     return body.get("metadata") or {}
 
 
+def _object_key(kind: str, body: Mapping[str, Any]) -> ObjectKey:
+    m = _meta(body)
+    return (kind, str(m.get("namespace") or ""), str(m.get("name") or ""))
+
+
 def backup_row(body: Mapping[str, Any]) -> BackupRow:
     m, spec, st = _meta(body), body.get("spec") or {}, body.get("status") or {}
     duration = st.get("durationSeconds")
@@ -138,6 +143,34 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def resource_version(body: Mapping[str, Any]) -> int | None:
+    """An object's resourceVersion as a number. The API calls it opaque, but the apiserver's are
+    etcd revisions; when one is not a number, the merge below takes no chances with it."""
+    try:
+        return int(str(_meta(body).get("resourceVersion")))
+    except ValueError:
+        return None
+
+
+def admit_listed(*, listed_rv: int | None, cached_rv: int | None, deleted_rv: int | None) -> bool:
+    """Whether a row from our own start-up LIST may go into the cache next to the watch's rows.
+
+    `cached_rv` is the version of the row the watch delivered for the same object (None: no row;
+    0: a row with no usable version), `deleted_rv` the version of a DELETE event the watch
+    delivered while the listing ran (None: none; 0: unknown). The LIST is a snapshot taken while
+    events keep arriving, so a listed row can be older than what the watch already said:
+
+    - an object deleted during the listing stays deleted, unless the listed row is a newer object
+      of the same name (created again after the delete);
+    - a row the watch delivered is replaced only by a strictly newer listed one;
+    - with a version missing on either side, a listed row only fills a gap."""
+    if deleted_rv is not None and (listed_rv is None or deleted_rv == 0 or listed_rv <= deleted_rv):
+        return False
+    if cached_rv is not None:
+        return listed_rv is not None and cached_rv != 0 and listed_rv > cached_rv
+    return True
+
+
 def backup_terminal(body: Mapping[str, Any]) -> bool:
     return BackupPhase(str((body.get("status") or {}).get("phase") or "Pending")).terminal
 
@@ -155,8 +188,10 @@ class Cache:
     within minutes (measured; see docs/design-event-driven-core.md). The same rows fed from
     `on.event` handlers cost O(1) per event.
 
-    `synced` is set once the initial listing has been delivered (the work queue waits for it, so a
-    first roll-up never counts half the Backups and a lock queue never misses an older waiter).
+    `synced` is set once our own start-up LIST of every kind is in the cache (`begin_listing`,
+    `merge_listed`, `end_listing`): policies wait for it, so a first roll-up never counts half the
+    Backups. kopf's own initial listing arrives as events like any other and is not waited for
+    (kopf does not say when it ends).
     """
 
     def __init__(self) -> None:
@@ -164,39 +199,80 @@ class Cache:
         self._backups: dict[tuple[str, str], dict[str, BackupRow]] = {}  # (ns, policy) -> name -> row
         self._ops: dict[str, dict[ObjectKey, OpRow]] = {}  # db key -> object -> row
         self._policies: dict[tuple[str, str], dict[str, Any]] = {}
-        self._where: dict[ObjectKey, tuple[tuple[str, str] | None, str | None]] = {}  # object -> its keys
+        # object -> (its policy group, its database key, its resourceVersion or 0)
+        self._where: dict[ObjectKey, tuple[tuple[str, str] | None, str | None, int]] = {}
+        # While our start-up LIST runs: object -> version of the DELETE event the watch delivered.
+        self._deleted: dict[ObjectKey, int] | None = None
         self.synced = threading.Event()
 
     # ------------------------------------------------------------------ writers (the event loop)
 
     def put(self, kind: str, body: Mapping[str, Any]) -> None:
-        m = _meta(body)
-        key: ObjectKey = (kind, str(m.get("namespace") or ""), str(m.get("name") or ""))
+        """A watch event's object: the watch is the newest word on it, always applied."""
         with self._lock:
-            self._drop(key)
-            if kind == "BackupPolicy":
-                self._policies[(key[1], key[2])] = slim(body)
-                return
-            group = None
-            if kind == "Backup":
-                row = backup_row(body)
-                group = (row.namespace, row.policy)
-                self._backups.setdefault(group, {})[row.name] = row
-            db = db_key_of(body)
-            if db:
-                self._ops.setdefault(db, {})[key] = op_row(kind, body)
-            self._where[key] = (group, db)
+            self._put(_object_key(kind, body), body)
 
     def remove(self, kind: str, body: Mapping[str, Any]) -> None:
-        m = _meta(body)
+        key = _object_key(kind, body)
         with self._lock:
-            key: ObjectKey = (kind, str(m.get("namespace") or ""), str(m.get("name") or ""))
-            if kind == "BackupPolicy":
-                self._policies.pop((key[1], key[2]), None)
             self._drop(key)
+            if self._deleted is not None:
+                self._deleted[key] = max(self._deleted.get(key, 0), resource_version(body) or 0)
+
+    # ------------------------------------------------------------------ our start-up LIST (a thread)
+
+    def begin_listing(self) -> None:
+        """From now until `end_listing`, DELETE events are remembered so a listed row cannot undo them."""
+        with self._lock:
+            self._deleted = {}
+
+    def merge_listed(self, kind: str, bodies: Iterable[Mapping[str, Any]]) -> int:
+        """Adds one page of our LIST by the rules of `admit_listed`; returns how many rows it took."""
+        taken = 0
+        with self._lock:
+            deleted = self._deleted or {}
+            for body in bodies:
+                key = _object_key(kind, body)
+                cached = self._where.get(key)
+                if admit_listed(
+                    listed_rv=resource_version(body),
+                    cached_rv=cached[2] if cached is not None else None,
+                    deleted_rv=deleted.get(key),
+                ):
+                    self._put(key, body)
+                    taken += 1
+        return taken
+
+    def end_listing(self) -> None:
+        """Every kind has been listed and merged: the cache holds every object, it is synced."""
+        with self._lock:
+            self._deleted = None
+        self.synced.set()
+
+    # ------------------------------------------------------------------ rows
+
+    def _put(self, key: ObjectKey, body: Mapping[str, Any]) -> None:
+        self._drop(key)
+        kind = key[0]
+        rv = resource_version(body) or 0
+        if kind == "BackupPolicy":
+            self._policies[(key[1], key[2])] = slim(body)
+            self._where[key] = (None, None, rv)
+            return
+        group = None
+        if kind == "Backup":
+            row = backup_row(body)
+            group = (row.namespace, row.policy)
+            self._backups.setdefault(group, {})[row.name] = row
+        db = db_key_of(body)
+        if db:
+            self._ops.setdefault(db, {})[key] = op_row(kind, body)
+        self._where[key] = (group, db, rv)
 
     def _drop(self, key: ObjectKey) -> None:
-        group, db = self._where.pop(key, (None, None))
+        if key[0] == "BackupPolicy":
+            self._policies.pop((key[1], key[2]), None)
+        group, db, _ = self._where.pop(key, (None, None, 0))
         if group is not None:
             rows = self._backups.get(group, {})
             rows.pop(key[2], None)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from .. import jobs, metrics
-from ..api import API_VERSION, BACKUPS, LABEL_DB_KEY, RESTORES, Reason
-from ..api.backup import BackupPhase
+from .. import jobs, metrics, naming
+from ..api import ANNOTATION_IMPORTED_FROM, API_VERSION, BACKUPS, COND_DATA_MISSING, LABEL_DB_KEY, RESTORES, Reason
+from ..api.backup import BackupPhase, Trigger
 from ..api.common import OperationStatus, SpecError
 from ..api.policy import PolicySpec, parse_policy
 from ..api.restore import RestorePhase
@@ -27,7 +27,7 @@ from ..backends import Target
 from ..k8s.kube import Kube
 from ..k8s.locking import LeaseLock, Operation, acquire
 from ..objectstore import Location, StorageError, Store
-from .cache import Cache, ObjectKey, op_row
+from .cache import Cache, ObjectKey, db_key_of
 
 LOG = logging.getLogger(__name__)
 AGENT_REASONS = {r.value for r in Reason}
@@ -39,6 +39,9 @@ Wake = Callable[[ObjectKey], None]
 class Settings:
     lock_namespace: str
     agent_image: str
+    # The namespaces the operator watches (MBO_WATCH_NAMESPACES); empty: the whole cluster. Its
+    # own LISTs stay inside them: with `watchNamespaces` its RBAC allows no cluster-wide LIST.
+    watch_namespaces: tuple[str, ...] = ()
     # A Backup whose policy does not exist yet waits this long (GitOps may apply it first).
     missing_policy_grace_seconds: int = 60
 
@@ -67,6 +70,37 @@ def operation(obj: Mapping[str, Any]) -> Operation:
         name=m["name"],
         uid=m["uid"],
     )
+
+
+def queue_candidate(kind: str, body: Mapping[str, Any]) -> bool:
+    """Whether a Backup or Restore is, or is about to be, in the queue for its database's lock:
+    Pending and not being deleted; not a pre-restore Backup (it runs under its Restore's lock, it
+    never queues) and not one imported from storage (its status is written by the importer)."""
+    m = body.get("metadata") or {}
+    if phase_of(body) != "Pending" or m.get("deletionTimestamp"):
+        return False
+    if (m.get("annotations") or {}).get(ANNOTATION_IMPORTED_FROM):
+        return False
+    return not (kind == "Backup" and (body.get("spec") or {}).get("trigger") == Trigger.PRE_RESTORE)
+
+
+def waiters(db_key: str, seen: Iterable[tuple[str, Mapping[str, Any], str | None]]) -> list[Operation]:
+    """The operations queued for `db_key`'s lock among `(kind, body, database it is for)` triples
+    from live LISTs, each once: an object labelled between two LISTs can show up in both."""
+    found: dict[str, Operation] = {}
+    for kind, body, key in seen:
+        if key == db_key and queue_candidate(kind, body):
+            op = operation({**body, "kind": kind})
+            found[op.uid] = op
+    return sorted(found.values())
+
+
+def restore_target_ready(backup: Mapping[str, Any] | None) -> bool:
+    """A Restore of this Backup asks for the lock at its next step (else it waits or fails first)."""
+    if backup is None or phase_of(backup) != BackupPhase.COMPLETED:
+        return False
+    conditions = (backup.get("status") or {}).get("conditions") or []
+    return not any(c.get("type") == COND_DATA_MISSING and c.get("status") == "True" for c in conditions)
 
 
 def _no_wake(_: ObjectKey) -> None:
@@ -265,17 +299,50 @@ class OperationController:
 
     def _waiting(self, db_key: str) -> list[Operation]:
         """The queue in front of a database lock, from the watch-fed cache (no LIST per attempt).
-        Until the cache has the initial listing (the first seconds after a start) it is read live,
-        so an older waiter the cache does not know yet is never overtaken."""
-        if self.ctx.cache.synced.is_set():
-            return [row.op for row in self.ctx.cache.ops_for_database(db_key) if row.waiting]
-        ops = []
+        Enough to stay queued; taking a free lock confirms with `_live_waiting` first."""
+        return [row.op for row in self.ctx.cache.ops_for_database(db_key) if row.waiting]
+
+    def _live_waiting(self, db_key: str) -> list[Operation]:
+        """The queue in front of a database lock, read live when about to take it.
+
+        Operations created a few milliseconds apart are reconciled by parallel workers, so the
+        earlier one may not be in the cache yet, nor even carry its database label (it gets it at
+        its first step). So per kind two LISTs: objects without the label (not reconciled yet;
+        which database each is for comes from its policy, or a Restore's Backup), then those with
+        this database's label. That order leaves no gap: an object labelled in between was seen
+        unlabelled by the first LIST. Four LISTs per acquisition, none while queued."""
+        seen: list[tuple[str, Mapping[str, Any], str | None]] = []
         for plural, kind in ((BACKUPS, "Backup"), (RESTORES, "Restore")):
-            for obj in self.kube.list_all(plural, f"{LABEL_DB_KEY}={db_key}"):
-                row = op_row(kind, obj)
-                if row.waiting:
-                    ops.append(row.op)
-        return ops
+            scope = self.ctx.settings.watch_namespaces
+            for body in self.kube.list_all(plural, f"!{LABEL_DB_KEY}", namespaces=scope):
+                if queue_candidate(kind, body):
+                    seen.append((kind, body, self._database_of(kind, body)))
+            labelled = self.kube.list_all(plural, f"{LABEL_DB_KEY}={db_key}", namespaces=scope)
+            seen += [(kind, body, db_key) for body in labelled]
+        return waiters(db_key, seen)
+
+    def _database_of(self, kind: str, body: Mapping[str, Any]) -> str | None:
+        """The database key an operation not reconciled yet will queue for; None if it will not
+        queue soon (a missing or invalid policy, a Restore waiting for its Backup to complete: a
+        waiter that cannot take the lock must not hold back the others)."""
+        ns = str((body.get("metadata") or {}).get("namespace") or "")
+        spec = body.get("spec") or {}
+        if kind == "Restore":
+            name = str((spec.get("backupRef") or {}).get("name") or "")
+            backup = self.kube.get_backup(ns, name) if name else None  # a point-in-time Restore counts once labelled
+            if backup is None or not restore_target_ready(backup):
+                return None
+            if key := db_key_of(backup):
+                return key
+            spec = backup.get("spec") or {}
+        policy_name = str((spec.get("policyRef") or {}).get("name") or "")
+        if not policy_name:
+            return None
+        try:
+            _, policy = self.ctx.policy(ns, policy_name)
+        except SpecError:
+            return None
+        return naming.database_key(policy.database.identity) if policy else None
 
     def _take_lock(self, obj: dict[str, Any], db_key: str, identity: str) -> bool:
         gen = int(obj["metadata"].get("generation") or 1)
@@ -288,6 +355,7 @@ class OperationController:
             me=operation(obj),
             waiting=waiting,
             is_alive=self._is_alive,
+            confirm=lambda: self._live_waiting(db_key),
         )
         if d.acquire:
             return True

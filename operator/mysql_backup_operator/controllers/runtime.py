@@ -55,10 +55,8 @@ class Tuning:
     policy_resync_seconds: float = 600.0
     # Many Backup events for one policy (start-up, a burst) become one roll-up pass.
     policy_coalesce_seconds: float = 1.0
-    # The start-up gate: workers start when the initial listing has delivered as many objects as
-    # were counted, or nothing new arrived for this long, or at the latest after sync_max_seconds.
-    sync_quiet_seconds: float = 5.0
-    sync_max_seconds: float = 120.0
+    # The start-up gate: the page size of our own LIST of each kind (10,000 Backups: 20 requests).
+    list_chunk_size: int = 500
     trim_seconds: float = 60.0
     # With kopf peering: how often the peering object is read, and when a paused key is looked at again.
     peering_check_seconds: float = 10.0
@@ -103,25 +101,23 @@ class Runtime:
         self._active_restores: dict[ObjectKey, str] = {}  # non-terminal Restore -> its backupRef name
         self._retries: dict[ObjectKey, int] = {}
         self._lock = threading.Lock()
-        self._listed: dict[str, int] = {}
-        self._expected: dict[str, int] = {}
-        self._last_listed = 0.0
         self._started_at = time.monotonic()
+        self._sleep = time.sleep  # the start-up listing's retry pause (tests replace it)
         self.peering = peering
         # Set while kopf's peering pauses this replica: the workers then leave every key queued.
         self.paused = threading.Event()
 
     def start(self) -> None:
-        """Starts the workers at once, and a thread that marks the cache synced after the initial
-        listing. Until then Backups and Restores are reconciled (a new Backup must not wait for
-        10,000 old ones to be listed) with their lock queue read live, and policies wait."""
-        self._expected = self._counts()
+        """Starts the workers at once, and a thread that lists every kind into the cache and then
+        marks it synced. Until then Backups and Restores are reconciled (a new Backup must not wait
+        for 10,000 old ones to be listed; taking a lock reads its queue live anyway), and policies
+        wait."""
         self._started_at = time.monotonic()
         if self.peering is not None:
             self.check_peering()  # before the first worker runs
             threading.Thread(target=self._watch_peering, name="peering", daemon=True).start()
         self.queue.start()
-        threading.Thread(target=self._mark_synced, name="sync-gate", daemon=True).start()
+        threading.Thread(target=self._sync_then_trim, name="sync-gate", daemon=True).start()
 
     def check_peering(self, now: dt.datetime | None = None) -> bool:
         """Reads kopf's peering object(s) and pauses or resumes the workers by kopf's own rule."""
@@ -144,36 +140,58 @@ class Runtime:
             time.sleep(self.tuning.peering_check_seconds)
             self.check_peering()
 
-    def _counts(self) -> dict[str, int]:
-        """How many objects of each kind the initial listing will deliver (LIST limit=1: 3 small requests)."""
-        counts: dict[str, int] = {}
+    def sync_cache(self) -> None:
+        """The exact start-up gate: our own paged LIST of each kind, merged into the watch-fed cache.
+
+        kopf lists every kind at start too, but does not tell its event handlers when that listing
+        ends, and delivers it through one task per object, so no count or quiet period says "all
+        there" for sure. A LIST of our own does: once every page of every kind is merged, the cache
+        holds every object that existed when the listing began, and the watch has delivered, or
+        will deliver, everything since. The merge keeps the watch's word where it is newer and never
+        brings back an object deleted meanwhile (`Cache.merge_listed`). One request per page
+        (`list_chunk_size`), at start-up only; a page's bodies are dropped once merged into rows."""
+        self.cache.begin_listing()
+        scope: tuple[str | None, ...] = self.ctx.settings.watch_namespaces or (None,)
         for kind, plural in PLURAL.items():
+            for namespace in scope:
+                self._list_into_cache(kind, plural, namespace)
+        self.cache.end_listing()
+
+    def _list_into_cache(self, kind: str, plural: str, namespace: str | None) -> None:
+        token: str | None = None
+        pages = rows = 0
+        while True:
             try:
-                counts[kind] = self.kube.count(plural)
-            except Exception as e:  # the gate then relies on the quiet period alone
-                LOG.warning("could not count %s: %s", plural, type(e).__name__)
-        return counts
+                items, next_token = self.kube.list_page(
+                    plural, namespace=namespace, limit=self.tuning.list_chunk_size, continue_token=token
+                )
+            except TransientError as e:
+                LOG.warning("listing %s: %s; retrying in %ss", plural, e, e.delay)
+                self._sleep(e.delay)
+                continue
+            except ApiException as e:
+                if e.status == 410:  # the continue token expired: a new snapshot, from the start
+                    LOG.info("listing %s: continue token expired; listing again", plural)
+                    token = None
+                    continue
+                delay, why = _error_delay(e)
+                LOG.warning("listing %s: %s; retrying in %ss", plural, why, delay)
+                self._sleep(delay)
+                continue
+            except Exception as e:  # a bug or a broken reply must not leave policies waiting forever
+                LOG.exception("listing %s failed (%s); retrying in 10s", plural, type(e).__name__)
+                self._sleep(10.0)
+                continue
+            pages += 1
+            rows += self.cache.merge_listed(kind, items)
+            del items
+            if next_token is None:
+                LOG.debug("listed %s: %d pages, %d rows taken", plural, pages, rows)
+                return
+            token = next_token
 
-    def listed(self, kind: str) -> None:
-        """Called for each object of the initial listing (watch events of type None)."""
-        with self._lock:
-            self._listed[kind] = self._listed.get(kind, 0) + 1
-            self._last_listed = time.monotonic()
-
-    def synced(self) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            complete = bool(self._expected) and all(self._listed.get(k, 0) >= n for k, n in self._expected.items())
-            # Quiet only counts once every kind expected to have objects has delivered some: a big
-            # LIST can take longer than the quiet period to start arriving.
-            started = all(self._listed.get(k, 0) > 0 for k, n in self._expected.items() if n > 0)
-            quiet = started and now - max(self._last_listed, self._started_at) >= self.tuning.sync_quiet_seconds
-        return complete or quiet or now - self._started_at >= self.tuning.sync_max_seconds
-
-    def _mark_synced(self) -> None:
-        while not self.synced():
-            time.sleep(0.05)
-        self.cache.synced.set()
+    def _sync_then_trim(self) -> None:
+        self.sync_cache()
         LOG.info(
             "cache synced in %.1fs (%s); %d keys queued",
             time.monotonic() - self._started_at,

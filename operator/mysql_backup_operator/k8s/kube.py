@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -117,16 +117,35 @@ class Kube:
         return self.get(RESTORES, namespace, name)
 
     @transient
-    def list_all(self, plural: str, label_selector: str) -> list[dict[str, Any]]:
-        res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, label_selector=label_selector)
-        return list(res.get("items") or [])
+    def list_all(self, plural: str, label_selector: str, *, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every object with the labels, cluster-wide, or in each of `namespaces` (the operator's
+        watch scope: with `watchNamespaces` it may only list there)."""
+        if not namespaces:
+            res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, label_selector=label_selector)
+            return list(res.get("items") or [])
+        items: list[dict[str, Any]] = []
+        for ns in namespaces:
+            res = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural, label_selector=label_selector)
+            items += res.get("items") or []
+        return items
 
     @transient
-    def count(self, plural: str) -> int:
-        """How many objects of a kind exist, from a LIST of one (remainingItemCount), not a full LIST."""
-        res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, limit=1)
-        meta = res.get("metadata") or {}
-        return len(res.get("items") or []) + int(meta.get("remainingItemCount") or 0)
+    def list_page(
+        self, plural: str, *, namespace: str | None, limit: int, continue_token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a LIST (cluster-wide for namespace None) and the token for the next page
+        (None after the last). All pages of one listing are one consistent snapshot (the token
+        pins the first page's resourceVersion); an expired token is a 410 ApiException: list
+        again from the start."""
+        extra: dict[str, Any] = {"limit": limit}
+        if continue_token:
+            extra["_continue"] = continue_token
+        if namespace is None:
+            res = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **extra)
+        else:
+            res = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, **extra)
+        token = (res.get("metadata") or {}).get("continue") or None
+        return list(res.get("items") or []), token
 
     @transient
     def list_namespaced(self, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:

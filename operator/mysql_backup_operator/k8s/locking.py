@@ -139,12 +139,25 @@ def acquire(
     me: Operation,
     waiting: Sequence[Operation],
     is_alive: Callable[[str], bool],
+    confirm: Callable[[], Sequence[Operation]] | None = None,
 ) -> Decision:
+    """Takes the lock if `decide` lets `me` have it; otherwise says why not (the Queued status).
+
+    `waiting` is the queue as the watch-fed cache knows it, good enough to *stay* queued. But an
+    operation created a moment before `me` may not be in the cache yet (its watch event, or its
+    database label, is still on the way), so before a free lock is actually taken `confirm` reads
+    the queue live and the decision is made again on that: a LIST per acquisition, never per
+    queued pass. The cache-based decision found nobody ahead of `me`, so the live queue alone
+    decides."""
     holder, lease = lock.holder(db_key)
     alive = bool(holder) and holder != me.identity and is_alive(holder or "")
     d = decide(me=me, holder=holder, holder_alive=alive, waiting=waiting)
     if not d.acquire or holder == me.identity:
         return d
+    if confirm is not None:
+        d = decide(me=me, holder=holder, holder_alive=alive, waiting=confirm())
+        if not d.acquire:
+            return d
     if lock.try_take(db_key, me, identity_note=identity_note, current=lease):
         return d
     holder, _ = lock.holder(db_key)
