@@ -367,7 +367,8 @@ def tls_minio(env: Env, tmp_path: Path) -> Iterator[dict[str, Any]]:
             proc.kill()
 
 
-def test_sse_c_on_a_tls_minio(env: Env, tls_minio: dict[str, Any]) -> None:
+def _sse_c_policy(env: Env, tls_minio: dict[str, Any], **spec: Any) -> bytes:
+    """A policy on the TLS MinIO with SSE-C and client-side encryption at once; the customer key."""
     customer_key = os.urandom(32)
     env.secret("minio-ca", {"ca.crt": tls_minio["ca"]})
     env.secret("backup-sse-c", {"sse-c.key": base64.b64encode(customer_key).decode()})
@@ -385,10 +386,16 @@ def test_sse_c_on_a_tls_minio(env: Env, tls_minio: dict[str, Any]) -> None:
                 "credentialsSecretRef": {"name": "s3-credentials"},
                 "caBundleSecretRef": {"name": "minio-ca"},
                 "serverSideEncryption": {"mode": "SSE-C", "customerKeySecretRef": {"name": "backup-sse-c"}},
+                **spec,
             }
         },
         backup={"encryption": {"keySecretRef": {"name": "backup-key"}}},  # both layers at once
     )
+    return customer_key
+
+
+def test_sse_c_on_a_tls_minio(env: Env, tls_minio: dict[str, Any]) -> None:
+    customer_key = _sse_c_policy(env, tls_minio)
     original = env.checksums()
     env.backup("ssec")
     st = _completed(env, "backups", "ssec")
@@ -418,6 +425,54 @@ def test_sse_c_on_a_tls_minio(env: Env, tls_minio: dict[str, Any]) -> None:
         timeout=90,
         what="objects of the deleted backup gone",
     )
+
+
+def test_sync_imports_sse_c_backups_and_sees_them_vanish(env: Env, tls_minio: dict[str, Any]) -> None:
+    """The operator has no SSE-C customer key, and S3 refuses HEAD of an SSE-C object without it:
+    recovery from storage and the DataMissing check take sizes from the listing instead."""
+    _sse_c_policy(env, tls_minio)
+    for n in ("a", "b"):
+        env.backup(n, deletionPolicy="Retain")
+    originals = {n: _completed(env, "backups", n) for n in ("a", "b")}
+    before = env.checksums()
+    for n in ("a", "b"):
+        env.stack.kubectl("delete", "backup", n, "-n", env.namespace, "--wait=true")
+    eventually(lambda: not env.list("backups"), timeout=60, what="backups gone")
+    c = tls_minio["client"]
+    data_key = originals["b"]["location"][5:].split("/", 1)[1]
+    with pytest.raises(ClientError):  # what the operator used to ask, and cannot get an answer to
+        c.head_object(Bucket=env.bucket, Key=data_key)
+    env.custom.patch_namespaced_custom_object(
+        "mysqlbackup.dev",
+        "v1alpha1",
+        env.namespace,
+        "backuppolicies",
+        "pol",
+        {"spec": {"storage": {"sync": True, "syncIntervalSeconds": 10}}},
+    )
+    eventually(lambda: len(env.list("backups")) == 2, timeout=90, what="both SSE-C backups imported")
+    for n in ("a", "b"):
+        st = env.wait_phase("backups", n, ("Completed",), timeout=30)["status"]
+        for field in ("location", "sha256", "storedBytes", "encryption"):
+            assert st[field] == originals[n][field], field
+    pol = env.get("backuppolicies", "pol")["status"]
+    assert not pol.get("lastSyncError"), pol
+
+    env.sql("DELETE FROM orders")
+    env.restore("from-imported", "a")
+    _completed(env, "restores", "from-imported")
+    assert env.checksums() == before
+
+    # The dump vanishes: DataMissing, found from the listing as well.
+    c.delete_object(Bucket=env.bucket, Key=data_key)
+
+    def data_missing() -> bool:
+        conds = env.get("backups", "b")["status"].get("conditions") or []
+        return any(c["type"] == "DataMissing" and c["status"] == "True" for c in conds)
+
+    eventually(data_missing, timeout=60, interval=1, what="DataMissing condition")
+    conds = env.get("backups", "a")["status"].get("conditions") or []
+    assert not [c for c in conds if c["type"] == "DataMissing" and c["status"] == "True"]
 
 
 @pytest.mark.parametrize("env", [backends.AZURE, backends.GCS], indirect=True)

@@ -139,7 +139,33 @@ def test_an_s3_agent_never_imports_the_azure_or_google_sdks() -> None:
     assert out.strip() == "[]"
 
 
-def test_point_in_time_recovery_is_s3_only_for_now() -> None:
-    spec = {"database": DB, "storage": {"gcs": GCS}, "pointInTimeRecovery": {"enabled": True}}
-    with pytest.raises(SpecError, match=r"pointInTimeRecovery needs storage\.s3"):
-        parse_policy(name="pol", namespace="ns", spec=spec)
+S3 = {"bucket": "b", "credentialsSecretRef": {"name": "s"}}
+SSE_C = {"mode": "SSE-C", "customerKeySecretRef": {"name": "ssec"}}
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [{"gcs": GCS}, {"azureBlob": AZURE}, {"s3": S3}, {"s3": {**S3, "serverSideEncryption": SSE_C}}],
+    ids=["gcs", "azureBlob", "s3", "s3-sse-c"],
+)
+def test_the_archiver_gets_the_backends_credentials_exactly_like_backup_jobs(storage: dict[str, Any]) -> None:
+    """Point-in-time recovery on every backend: the archiver's pod reads and writes the same bucket
+    with the same Secret keys, as the same env vars (secretKeyRef only), as the policy's backup Jobs."""
+    from mysql_backup_operator.controllers.pitr import render_archiver
+
+    spec = {"database": DB, "storage": storage, "pointInTimeRecovery": {"enabled": True}}
+    p = parse_policy(name="pol", namespace="ns", spec=spec)
+    assert p.pitr is not None and p.pitr.enabled
+    archiver = render_archiver(p, policy_uid="u")["spec"]["template"]["spec"]
+    job = jobs.render_backup_job(
+        backup_name="b", backup_uid="u" * 8, namespace="ns", trigger="manual", policy=p, db_key="k"
+    )["spec"]["template"]["spec"]
+    (a,), (j,) = archiver["containers"], job["containers"]
+    secret_env = [e for e in j["env"] if "valueFrom" in e]
+    assert secret_env and [e for e in a["env"] if "valueFrom" in e] == secret_env
+    assert all(set(e["valueFrom"]) == {"secretKeyRef"} for e in secret_env)
+    assert not [e for e in a["env"] if "value" in e and e["name"] != cc.ENV_CONFIG and "KEY" in e["name"]]
+    a_cfg = json.loads(next(e["value"] for e in a["env"] if e["name"] == cc.ENV_CONFIG))["storage"]
+    j_cfg = json.loads(next(e["value"] for e in j["env"] if e["name"] == cc.ENV_CONFIG))["storage"]
+    assert a_cfg == {k: v for k, v in j_cfg.items() if k not in ("dumpKey", "manifestKey")}
+    assert [m for m in a["volumeMounts"] if m["name"] != "binlogs"] == j["volumeMounts"]

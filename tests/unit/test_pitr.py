@@ -532,36 +532,75 @@ def test_a_restore_outside_every_window_fails_before_lock_safety_backup_or_job()
     assert not kube.coordination.leases
 
 
-def test_segment_store_loads_entries_and_gaps_only() -> None:
-    import io
-    import json as js
-
+def _segment_store(bucket: Any = None) -> Any:
     from mysql_backup_operator.agent.binlog import SegmentStore
+    from mysql_backup_operator.contract.store_s3 import S3Store
+
+    from tests.unit.fakebucket import FakeS3Bucket
+
+    fake = bucket or FakeS3Bucket("b")
+    return fake, SegmentStore(S3Store.from_client(fake, "b"), "d")
+
+
+def test_segment_store_loads_entries_and_gaps_only() -> None:
+    import json as js
 
     seg = _seg(1)
     gap = bl.Gap(after=None, before="1/x", reason="BinlogsPurged", message="m")
-    objects = {
+    fake, store = _segment_store()
+    for key, data in {
         "d/binlog/1/mysql-bin.000001.1": b"\xfebin",
         "d/binlog/1/mysql-bin.000001.1.json": js.dumps(seg.to_dict()).encode(),
         "d/binlog/gaps/start--1/x.json": js.dumps(gap.to_dict()).encode(),
         "d/binlog/index.json": b"{}",
         "d/binlog/retention.json": b'{"before": 5}',
-    }
-
-    class S3:
-        def get_paginator(self, _: str) -> Any:
-            class P:
-                def paginate(self, **kw: Any) -> list[dict[str, Any]]:
-                    return [{"Contents": [{"Key": k} for k in objects if k.startswith(kw["Prefix"])]}]
-
-            return P()
-
-        def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
-            return {"Body": io.BytesIO(objects[Key])}
-
-    idx = SegmentStore(S3(), "b", "d").load()
+    }.items():
+        fake.add(key, data)
+    idx = store.load()
     assert idx.segments == (seg,) and idx.gaps == (gap,)
-    assert SegmentStore(S3(), "b", "d").retention_floor() == 5
+    assert store.retention_floor() == 5
+
+
+def test_segment_store_round_trip_through_the_storage_interface(tmp_path: Any) -> None:
+    """Segments stream through ObjectStore.writer/iter (several parts, SSE-C under the customer
+    key like dumps); entries and the index are small documents any reader can GET."""
+    from mysql_backup_operator.contract.s3 import SseParams
+
+    fake, store = _segment_store()
+    c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": bytes(32)}
+    store.store.sse = SseParams(create=c, part=c, read=c)
+    assert store.retention_floor() is None  # nothing written yet: no floor, not an error
+    data = bytes(range(256)) * 5000  # 1.25 MB: more than one read chunk
+    src = tmp_path / "mysql-bin.000001"
+    src.write_bytes(data)
+    seg = dataclasses.replace(_seg(1), key="d/binlog/1/mysql-bin.000001.1", size=len(data))
+    store.put_segment(str(src), seg)
+    store.put_index(bl.Index(segments=(seg,)))
+    assert fake.objects[seg.key] == data and fake.customer_keys[seg.key] == bytes(32)
+    assert bl.entry_key(seg.key) not in fake.customer_keys  # documents stay readable without the key
+    assert store.read_index().segments == (seg,) and store.load().segments == (seg,)
+    out = tmp_path / "copy"
+    store.download(seg.key, str(out))
+    assert out.read_bytes() == data
+    store.delete(bl.entry_key(seg.key))
+    store.delete(bl.entry_key(seg.key))  # a retried prune: missing is success
+    assert store.load().segments == ()
+
+
+def test_a_failed_segment_upload_leaves_neither_segment_nor_entry(tmp_path: Any) -> None:
+    from tests.unit.fakebucket import FakeS3Bucket
+
+    class Failing(FakeS3Bucket):
+        def upload_part(self, **kw: Any) -> dict[str, str]:
+            raise OSError("connection reset")
+
+    fake, store = _segment_store(Failing("b"))
+    src = tmp_path / "mysql-bin.000001"
+    src.write_bytes(b"\xfebin" * 100)
+    seg = dataclasses.replace(_seg(1), key="d/binlog/1/mysql-bin.000001.1")
+    with pytest.raises(OSError):
+        store.put_segment(str(src), seg)
+    assert fake.objects == {} and not fake._uploads
 
 
 def test_the_archiver_runs_the_operators_agent_image() -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..api import Reason
 from ..contract import binlog as bl
+from ..contract.store import ObjectStore, missing
 from . import errors
 from .config import AgentConfig
 from .errors import AgentError
@@ -80,26 +81,26 @@ def fetch_remote(cfg: AgentConfig, defaults: str, file: str, workdir: str) -> st
 
 
 class SegmentStore:
-    """Every storage call of archiving and replay, in one small class (moves to the backend interface)."""
+    """Every storage call of archiving and replay, in one small class, over the backend-neutral
+    ObjectStore (contract.store): S3, Azure Blob and GCS alike.
 
-    def __init__(self, s3: Any, bucket: str, policy_dir: str) -> None:
-        self.s3, self.bucket, self.dir = s3, bucket, policy_dir
+    Segments are data, so they are streamed through `writer`/`iter` (with S3 SSE-C, under the
+    customer key, like dumps); entries, gaps and the index are small documents written with `put`
+    (never SSE-C, so the operator reads the index without the key). A segment upload that fails
+    is aborted: no partial segment is ever visible, and its entry is never written."""
 
-    def _keys(self, prefix: str) -> list[str]:
-        keys: list[str] = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            keys.extend(o["Key"] for o in page.get("Contents", []))
-        return keys
+    def __init__(self, store: ObjectStore, policy_dir: str) -> None:
+        self.store, self.dir = store, policy_dir
 
     def _json(self, key: str) -> Any:
-        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        return json.loads(self.store.get(key))
 
     def load(self) -> bl.Index:
         """The source of truth: every entry and gap object (index.json is only a cache of these)."""
         root = bl.binlog_dir(self.dir) + "/"
         segs: list[Any] = []
         gaps: list[Any] = []
-        for key in self._keys(root):
+        for key in list(self.store.list(root)):
             folder = key[len(root) :].split("/", 1)[0]
             if not key.endswith(".json") or "/" not in key[len(root) :]:
                 continue  # the segments themselves, index.json, retention.json
@@ -112,7 +113,16 @@ class SegmentStore:
         )
 
     def put_segment(self, path: str, seg: bl.Segment) -> None:
-        self.s3.upload_file(path, self.bucket, seg.key)
+        """The data (streamed, published in one step), then its entry."""
+        upload = self.store.writer(seg.key)
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    upload.write(chunk)
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
         self.put_json(bl.entry_key(seg.key), seg.to_dict())
 
     def put_gap(self, gap: bl.Gap) -> None:
@@ -122,28 +132,29 @@ class SegmentStore:
         try:
             doc = self._json(bl.retention_key(self.dir))
         except Exception as e:
-            if "NoSuchKey" in type(e).__name__ or "NoSuchKey" in str(e) or "404" in str(e):
+            if missing(e):
                 return None
             raise
         return int(doc["before"]) if isinstance(doc, dict) and doc.get("before") is not None else None
 
     def delete(self, key: str) -> None:
-        self.s3.delete_object(Bucket=self.bucket, Key=key)
+        """Missing is success (the store's contract), so a retried prune finishes the job."""
+        self.store.delete(key)
 
     def read_index(self) -> bl.Index:
         return bl.Index.parse(self._json(bl.index_key(self.dir)))
 
     def put_index(self, index: bl.Index) -> None:
-        self.s3.put_object(
-            Bucket=self.bucket, Key=bl.index_key(self.dir), Body=index.to_json(), ContentType="application/json"
-        )
+        self.store.put(bl.index_key(self.dir), index.to_json(), content_type="application/json")
 
     def put_json(self, key: str, doc: Any) -> None:
         body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        self.store.put(key, body, content_type="application/json")
 
     def download(self, key: str, path: str) -> None:
-        self.s3.download_file(self.bucket, key, path)
+        with open(path, "wb") as f:
+            for chunk in self.store.iter(key, chunk=CHUNK):
+                f.write(chunk)
 
 
 # ----------------------------------------------------------------------------- archiving
@@ -349,21 +360,21 @@ class Archiver:
         self.store.put_index(bl.Index(segments=self.index.segments, gaps=self.index.gaps, updated=int(time.time())))
 
 
-def archive(cfg: AgentConfig, *, connect: Callable[[], Any], s3: Any) -> None:
+def archive(cfg: AgentConfig, *, connect: Callable[[], Any], store: ObjectStore) -> None:
     """Runs until SIGTERM. Errors are logged and retried after a pause, never fatal: the pod
     stays up and the index shows how far archiving got."""
     tmpdir = os.environ.get("TMPDIR", "/tmp")
     workdir = os.path.join(os.environ.get("MBO_WORKDIR") or tmpdir, "binlogs")
     os.makedirs(workdir, exist_ok=True)
     poll = float(cfg.archive.get("pollSeconds") or 5)
-    store = SegmentStore(s3, cfg.storage.bucket, str(cfg.archive["directory"]))
+    segments = SegmentStore(store, str(cfg.archive["directory"]))
     defaults = write_defaults_file(cfg.db, tmpdir)
     try:
         archiver: Archiver | None = None
         while True:
             try:
                 if archiver is None:
-                    archiver = Archiver(cfg, store, connect=connect, workdir=workdir, defaults=defaults)
+                    archiver = Archiver(cfg, segments, connect=connect, workdir=workdir, defaults=defaults)
                 archiver.round()
             except AgentError as e:
                 LOG.error("archive round failed: %s: %s", e.reason, errors.scrub(e.message, cfg.secrets))
@@ -447,11 +458,11 @@ def planned_segments(store: SegmentStore, plan: Mapping[str, Any]) -> list[bl.Se
     return run
 
 
-def prepare(cfg: AgentConfig, s3: Any, plan: dict[str, Any]) -> Prepared:
+def prepare(cfg: AgentConfig, objects: ObjectStore, plan: dict[str, Any]) -> Prepared:
     """Downloads every planned segment and checks its sha256 before the database is touched."""
     workdir = os.path.join(os.environ.get("MBO_WORKDIR") or os.environ.get("TMPDIR", "/tmp"), "replay")
     os.makedirs(workdir, exist_ok=True)
-    store = SegmentStore(s3, cfg.storage.bucket, str(plan["directory"]))
+    store = SegmentStore(objects, str(plan["directory"]))
     segments = planned_segments(store, plan)
     paths, parsed = [], []
     for seg in segments:

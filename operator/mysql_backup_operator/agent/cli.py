@@ -747,7 +747,11 @@ def restore_to_point(cfg: AgentConfig) -> dict[str, Any]:
     plan = cfg.restore.get("pointInTime")
     if not plan:
         return restore(cfg)
-    prepared = binlog.prepare(cfg, storage.client(cfg.storage), plan)
+    store = storage.open_store(cfg.storage)
+    try:
+        prepared = binlog.prepare(cfg, store, plan)
+    finally:
+        store.close()
     result = restore(cfg)
     replayed = binlog.replay(cfg, prepared, database=plan.get("database"))
     LOG.info("replayed %s transactions up to %s", replayed["replayedTransactions"], replayed["lastGtid"])
@@ -778,7 +782,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load()
         LOG.info("binlog archiver starting (agent %s) for %s:%d", __version__, cfg.db.host, cfg.db.port)
         with contextlib.suppress(interrupt.Terminated):
-            binlog.archive(cfg, connect=lambda: connect(cfg), s3=storage.client(cfg.storage))
+            store = storage.open_store(cfg.storage)
+            try:
+                binlog.archive(cfg, connect=lambda: connect(cfg), store=store)
+            finally:
+                store.close()
         return 0
     if args[0] not in ("backup", "restore"):
         print(f"unknown command {args[0]!r}", file=sys.stderr)

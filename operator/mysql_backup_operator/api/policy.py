@@ -31,7 +31,6 @@ from .storage import (
     AZURE_BLOB_SCHEMA,
     GCS_SCHEMA,
     ONE_BACKEND,
-    PITR_NEEDS_S3,
     AzureBlobSpec,
     GcsSpec,
     chosen_backend,
@@ -217,8 +216,6 @@ def parse_policy(
     s3 = _parse_s3(storage["s3"]) if backend == "s3" else None
     azure = parse_azure_blob(storage["azureBlob"]) if backend == "azureBlob" else None
     gcs = parse_gcs(storage["gcs"]) if backend == "gcs" else None
-    if backend != "s3" and (spec.get("pointInTimeRecovery") or {}).get("enabled"):
-        raise SpecError(f"spec.{PITR_NEEDS_S3['message']}")
     b = spec.get("backup") or {}
     try:
         compression = Compression(b.get("compression", DEFAULT_COMPRESSION))
@@ -578,7 +575,6 @@ SPEC_SCHEMA = obj(
         "jobTemplate": _JOB_TEMPLATE,
     },
     required=["database", "storage"],
-    rules=[PITR_NEEDS_S3],
 )
 
 

@@ -98,12 +98,6 @@ def _one_of(fields: tuple[str, ...]) -> str:
     return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields) + " == 1"
 
 
-# The binlog archiver (api/pitr.py, agent/binlog.py) speaks boto3 only so far.
-PITR_NEEDS_S3 = rule(
-    "!has(self.pointInTimeRecovery) || !has(self.pointInTimeRecovery.enabled) || !self.pointInTimeRecovery.enabled "
-    "|| has(self.storage.s3)",
-    "pointInTimeRecovery needs storage.s3 (binlog archiving to Azure Blob and GCS: not yet)",
-)
 ONE_BACKEND = rule(_one_of(BACKENDS), "spec.storage needs exactly one backend - s3, azureBlob or gcs")
 
 

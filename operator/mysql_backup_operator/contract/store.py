@@ -1,7 +1,7 @@
 """Object storage behind one narrow interface, shared by the agent (data path) and the operator
 (deletion, recovery from storage, retention): S3, Azure Blob Storage and Google Cloud Storage.
 
-Why a Protocol with five verbs (streaming put, streaming get, list, delete, head) and not a
+Why a Protocol with five verbs (streaming put, streaming get, list, delete, size) and not a
 general filesystem layer: that is all a backup needs, and each verb maps onto one native,
 well-tested primitive of every backend. The one verb with a safety rule is the streaming put:
 `Upload.complete()` publishes the object in one step (S3 CompleteMultipartUpload, Azure Put Block
@@ -15,7 +15,7 @@ never loads the Azure or Google libraries (the agent pod has a 128 MiB memory ta
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -173,8 +173,13 @@ class ObjectStore(Protocol):
 
     def list(self, prefix: str) -> Iterator[str]: ...
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """Every object under `prefix` with its size, from the listing (one request per page)."""
+
     def size(self, key: str) -> int | None:
-        """HEAD: the object's size, or None when it does not exist."""
+        """The object's size, or None when it does not exist. From a listing of the key, not a
+        HEAD: S3 answers HEAD of an SSE-C object only with the customer key, which the operator
+        never holds, while a listing shows every object's size to anyone allowed to list."""
 
     def delete(self, key: str) -> None:
         """Deleting a missing object is success, so a retried deletion is idempotent."""
@@ -196,6 +201,12 @@ def open_store(cfg: StorageConfig, *, max_pool_connections: int = 10) -> ObjectS
     from .store_s3 import S3Store
 
     return S3Store(cfg, max_pool_connections=max_pool_connections)
+
+
+def size_in(listing: Iterable[tuple[str, int]], key: str) -> int | None:
+    """The size of exactly `key` in a listing of prefix `key` (which also holds longer keys,
+    `dump.sql.zst.json` next to `dump.sql.zst`), or None when it is not there."""
+    return next((n for k, n in listing if k == key), None)
 
 
 def missing(exc: BaseException) -> bool:

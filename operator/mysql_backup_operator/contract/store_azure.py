@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import StorageConfig
 from .parts import PartWriter
-from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok, missing
+from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok, missing, size_in
 
 # The SDK's own download/upload buffering: bounded, so a get or a put never holds more.
 MAX_SINGLE = 4 * 1024 * 1024
@@ -101,12 +101,16 @@ class AzureBlobStore:
         yield from self.container.get_blob_client(key).download_blob(max_concurrency=1).chunks()
 
     def list(self, prefix: str) -> Iterator[str]:
+        return (k for k, _ in self.sizes(prefix))
+
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         for b in self.container.list_blobs(name_starts_with=prefix):
-            yield str(b.name)
+            yield str(b.name), int(b.size)
 
     def size(self, key: str) -> int | None:
+        """From a listing of the key, like the other backends (one answer for every backend)."""
         try:
-            return int(self.container.get_blob_client(key).get_blob_properties().size)
+            return size_in(self.sizes(key), key)
         except Exception as e:
             if missing(e):
                 return None

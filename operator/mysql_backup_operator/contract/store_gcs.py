@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import StorageConfig
 from .parts import PartWriter
-from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok
+from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok, missing, size_in
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 
@@ -105,12 +105,20 @@ class GcsStore:
                 yield data
 
     def list(self, prefix: str) -> Iterator[str]:
+        return (k for k, _ in self.sizes(prefix))
+
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         for b in self.client.list_blobs(self.bucket, prefix=prefix):
-            yield str(b.name)
+            yield str(b.name), int(b.size)
 
     def size(self, key: str) -> int | None:
-        blob = self.handle.get_blob(key)
-        return None if blob is None else int(blob.size)
+        """From a listing of the key, like the other backends (one answer for every backend)."""
+        try:
+            return size_in(self.sizes(key), key)
+        except Exception as e:
+            if missing(e):
+                return None
+            raise
 
     def delete(self, key: str) -> None:
         with absent_ok():

@@ -14,7 +14,7 @@ from typing import Any
 from .config import StorageConfig
 from .parts import PartWriter
 from .s3 import SseParams, client, sse_params
-from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok, missing
+from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok, missing, size_in
 
 
 class MultipartWriter(PartWriter):
@@ -99,17 +99,24 @@ class S3Store:
         return iter_object(self.s3, self.bucket, key, chunk, sse=self.sse)
 
     def list(self, prefix: str) -> Iterator[str]:
+        return (k for k, _ in self.sizes(prefix))
+
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for o in page.get("Contents", []):
-                yield o["Key"]
+                yield str(o["Key"]), int(o["Size"])
 
     def size(self, key: str) -> int | None:
+        """One ListObjectsV2 of the key itself, not HEAD (which needs the SSE-C customer key). S3
+        lists in UTF-8 binary order and a key sorts before every longer key it prefixes, so the
+        first entry is the key when it exists."""
         try:
-            return int(self.s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+            page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
         except Exception as e:
-            if missing(e) or "404" in str(e):
+            if missing(e):  # no bucket: no object either
                 return None
             raise
+        return size_in(((str(o["Key"]), int(o["Size"])) for o in page.get("Contents", [])), key)
 
     def delete(self, key: str) -> None:
         with absent_ok():

@@ -19,7 +19,8 @@ from ..api.backup import BackupPhase, BackupStatus, Trigger
 from ..api.common import iso, set_condition
 from ..api.policy import PolicySpec
 from ..backends import Target
-from ..objectstore import Location, StorageError, Store, result_from_manifest
+from ..contract.keys import is_manifest
+from ..objectstore import Location, StorageError, Store, holds_all_of, result_from_manifest
 from .operation import Context, utcnow
 
 LOG = logging.getLogger(__name__)
@@ -48,19 +49,22 @@ class SyncController:
             backups = [b for b in everything if (b.get("spec") or {}).get("policyRef", {}).get("name") == m["name"]]
             target = Target.of(policy)
             prefix = "/".join(p for p in (target.prefix, ns, policy.name) if p) + "/"
-            for key in store.manifests(prefix):
+            # One listing of the policy's folder gives every key and size the pass needs: no HEAD
+            # per object (S3 refuses HEAD of an SSE-C object without the customer key).
+            listed = store.sizes(prefix)
+            for key in sorted(k for k in listed if is_manifest(k)):
                 manifest = store.read_json(key)
                 if not manifest or not manifest.get("sha256") or not manifest.get("object"):
                     continue
                 location = target.url(manifest["object"])
                 if location in known:
                     continue
-                if not store.holds_all_of(manifest):
+                if not holds_all_of(manifest, listed):
                     continue  # a manifest without its complete dump (every object of it) is not a backup
                 self._import(obj, policy=policy, manifest_key=key, manifest=manifest)
                 known.add(location)
                 imported += 1
-            self._check_missing(store, ns, backups)
+            self._check_missing(store, ns, backups, listed=listed, prefix=prefix)
         except StorageError as e:
             self.kube.event(obj, warning=True, reason="SyncFailed", message=str(e))
             return {"lastSyncTime": iso(now), "lastSyncError": str(e)}
@@ -98,7 +102,15 @@ class SyncController:
         self.complete_import(ns, name, policy=policy, manifest_key=manifest_key, manifest=manifest)
         LOG.info("imported Backup %s/%s from %s", ns, name, location)
 
-    def _check_missing(self, store: Store, ns: str, backups: Sequence[Mapping[str, Any]]) -> None:
+    def _check_missing(
+        self, store: Store, ns: str, backups: Sequence[Mapping[str, Any]], *, listed: Mapping[str, int], prefix: str
+    ) -> None:
+        """DataMissing from the pass's listing; a key outside the listed folder (a Backup whose
+        policy's prefix changed since) is looked up on its own."""
+
+        def exists(key: str) -> bool:
+            return key in listed if key.startswith(prefix) else store.exists(key)
+
         for b in backups:
             st = b.get("status") or {}
             if st.get("phase") != BackupPhase.COMPLETED or not st.get("location"):
@@ -107,7 +119,7 @@ class SyncController:
             if bucket != store.bucket:
                 continue
             mkey = naming.parse_s3_url(st["manifestLocation"])[1] if st.get("manifestLocation") else None
-            missing = not store.exists(key) or (mkey is not None and not store.exists(mkey))
+            missing = not exists(key) or (mkey is not None and not exists(mkey))
             self.set_data_missing(b, missing)
 
     def complete_import(
