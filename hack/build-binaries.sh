@@ -10,6 +10,10 @@ cache_root=${MBO_CACHE:-$HOME/.cache/mysql-backup-operator}
 bin="$cache_root/k8s-$K8S_VERSION/bin"
 work="$cache_root/k8s-$K8S_VERSION/build"
 mkdir -p "$bin" "$work"
+# Several stacks, worktrees or unit-test runs (tests/unit/test_packaging.py calls this script) may
+# start at once and share this cache: one build at a time; the second then finds the first's result.
+exec 9>"$cache_root/.build-binaries.lock"
+flock 9
 export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 
