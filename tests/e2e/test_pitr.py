@@ -98,18 +98,23 @@ def _forget_earlier_binlogs(env: Env) -> None:
     try:
         with root.cursor() as cur:
             cur.execute("FLUSH BINARY LOGS")
-            cur.execute("SHOW MASTER STATUS")
-            current = cur.fetchone()[0]
-
-            def purged() -> bool:
-                # A file another binlog reader (an earlier test's archiver) has open is skipped.
-                cur.execute(f"PURGE BINARY LOGS TO '{current}'")
-                cur.execute("SHOW BINARY LOGS")
-                return bool(cur.fetchone()[0] == current)
-
-            eventually(purged, timeout=60, interval=1, what="earlier binlogs purged")
+            _purge_before_current(cur, timeout=60)
     finally:
         root.close()
+
+
+def _purge_before_current(cur: Any, *, timeout: float) -> None:
+    """PURGE BINARY LOGS up to the current file, until it took: a file another binlog reader (an
+    archiver) has open is skipped with a warning, so it is tried again."""
+    cur.execute("SHOW MASTER STATUS")
+    current = cur.fetchone()[0]
+
+    def purged() -> bool:
+        cur.execute(f"PURGE BINARY LOGS TO '{current}'")
+        cur.execute("SHOW BINARY LOGS")
+        return bool(cur.fetchone()[0] == current)
+
+    eventually(purged, timeout=timeout, interval=1, what="binlogs purged")
 
 
 def _setup(env: Env) -> None:
@@ -272,16 +277,7 @@ def test_purged_binlogs_become_a_gap_and_a_restore_into_it_is_refused(env: Env) 
             cur.execute("FLUSH BINARY LOGS")
             cur.execute(f"INSERT INTO `{env.database}`.ticks (payload) VALUES ('lost too')")
             cur.execute("FLUSH BINARY LOGS")
-            cur.execute("SHOW MASTER STATUS")
-            current = cur.fetchone()[0]
-
-            def purged() -> bool:
-                # A file another binlog reader has open is skipped (with a warning): try again.
-                cur.execute(f"PURGE BINARY LOGS TO '{current}'")
-                cur.execute("SHOW BINARY LOGS")
-                return bool(cur.fetchone()[0] == current)
-
-            eventually(purged, timeout=30, interval=1, what="binlogs purged")
+            _purge_before_current(cur, timeout=30)
     finally:
         root.close()
     apps.patch_namespaced_deployment_scale("binlog-archiver-pol", env.namespace, {"spec": {"replicas": 1}})
