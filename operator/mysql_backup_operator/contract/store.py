@@ -15,7 +15,7 @@ never loads the Azure or Google libraries (the agent pod has a 128 MiB memory ta
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -207,6 +207,17 @@ def size_in(listing: Iterable[tuple[str, int]], key: str) -> int | None:
     """The size of exactly `key` in a listing of prefix `key` (which also holds longer keys,
     `dump.sql.zst.json` next to `dump.sql.zst`), or None when it is not there."""
     return next((n for k, n in listing if k == key), None)
+
+
+def listed_size(sizes: Callable[[str], Iterable[tuple[str, int]]], key: str) -> int | None:
+    """`size(key)` from a listing of the key itself, the same answer on every backend (a HEAD
+    would need the SSE-C customer key on S3); a missing bucket means a missing object."""
+    try:
+        return size_in(sizes(key), key)
+    except Exception as e:
+        if missing(e):
+            return None
+        raise
 
 
 def missing(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import StorageConfig
 from .parts import PartWriter
-from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok, missing, size_in
+from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok, listed_size
 
 # The SDK's own download/upload buffering: bounded, so a get or a put never holds more.
 MAX_SINGLE = 4 * 1024 * 1024
@@ -108,13 +108,7 @@ class AzureBlobStore:
             yield str(b.name), int(b.size)
 
     def size(self, key: str) -> int | None:
-        """From a listing of the key, like the other backends (one answer for every backend)."""
-        try:
-            return size_in(self.sizes(key), key)
-        except Exception as e:
-            if missing(e):
-                return None
-            raise
+        return listed_size(self.sizes, key)
 
     def delete(self, key: str) -> None:
         with absent_ok():

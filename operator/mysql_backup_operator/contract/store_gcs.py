@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import StorageConfig
 from .parts import PartWriter
-from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok, missing, size_in
+from .store import DEFAULT_PART_SIZE, READ_CHUNK, Backend, absent_ok, listed_size
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 
@@ -112,13 +112,7 @@ class GcsStore:
             yield str(b.name), int(b.size)
 
     def size(self, key: str) -> int | None:
-        """From a listing of the key, like the other backends (one answer for every backend)."""
-        try:
-            return size_in(self.sizes(key), key)
-        except Exception as e:
-            if missing(e):
-                return None
-            raise
+        return listed_size(self.sizes, key)
 
     def delete(self, key: str) -> None:
         with absent_ok():
