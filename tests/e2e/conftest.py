@@ -267,6 +267,13 @@ class Env:
         }
         return self.create("backuppolicies", {"kind": "BackupPolicy", "metadata": {"name": name}, "spec": body_spec})
 
+    def patch_policy(self, spec: dict[str, Any], name: str = "pol") -> None:
+        """A merge patch of the policy's spec, not get + replace: the operator writes the
+        policy's status meanwhile, so a replace would meet 409 Conflict."""
+        self.custom.patch_namespaced_custom_object(
+            "mysqlbackup.dev", "v1alpha1", self.namespace, "backuppolicies", name, {"spec": spec}
+        )
+
     def backup(self, name: str, policy: str = "pol", **spec: Any) -> dict[str, Any]:
         return self.create(
             "backups", {"kind": "Backup", "metadata": {"name": name}, "spec": {"policyRef": {"name": policy}, **spec}}

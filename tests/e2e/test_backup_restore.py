@@ -166,15 +166,7 @@ def test_restore_never_runs_when_the_safety_backup_fails(env: Env) -> None:
 
     # The credentials lose write access to the bucket (reads still work).
     env.secret("s3-credentials", _assume_read_only_role(env))
-    # A merge patch, not get+replace: the operator writes the policy's status meanwhile (409).
-    env.custom.patch_namespaced_custom_object(
-        "mysqlbackup.dev",
-        "v1alpha1",
-        env.namespace,
-        "backuppolicies",
-        "pol",
-        {"spec": {"storage": {"s3": {"credentialsSecretRef": {"sessionTokenKey": "AWS_SESSION_TOKEN"}}}}},
-    )
+    env.patch_policy({"storage": {"s3": {"credentialsSecretRef": {"sessionTokenKey": "AWS_SESSION_TOKEN"}}}})
 
     env.restore("r", "good")
     r = env.wait_phase("restores", "r", ("Completed", "Failed"), timeout=180)

@@ -202,14 +202,7 @@ def test_missing_key_fails_with_a_reason_and_touches_nothing(env: Env) -> None:
     assert env.checksums() == before
 
     # The policy no longer encrypts (no key at all): the agent refuses the encrypted backup.
-    env.custom.patch_namespaced_custom_object(
-        "mysqlbackup.dev",
-        "v1alpha1",
-        env.namespace,
-        "backuppolicies",
-        "pol",
-        {"spec": {"backup": {"encryption": None}}},
-    )
+    env.patch_policy({"backup": {"encryption": None}})
     env.restore("no-key", "enc")
     st = env.wait_phase("restores", "no-key", ("Completed", "Failed"), timeout=240)["status"]
     assert st["phase"] == "Failed" and st["reason"] == "EncryptionKeyMissing", st
@@ -237,15 +230,7 @@ def test_sync_imports_encrypted_backups_with_their_key_id(env: Env) -> None:
     before = env.checksums()
     env.stack.kubectl("delete", "backup", "a", "-n", env.namespace, "--wait=true")
     eventually(lambda: not env.list("backups"), timeout=60, what="backup a gone")
-    # A merge patch, not get + replace: the operator writes the policy's status meanwhile (409).
-    env.custom.patch_namespaced_custom_object(
-        "mysqlbackup.dev",
-        "v1alpha1",
-        env.namespace,
-        "backuppolicies",
-        "pol",
-        {"spec": {"storage": {"sync": True, "syncIntervalSeconds": 10}}},
-    )
+    env.patch_policy({"storage": {"sync": True, "syncIntervalSeconds": 10}})
     eventually(lambda: env.list("backups"), timeout=60, what="imported backup")
     st = env.wait_phase("backups", "a", ("Completed",), timeout=30)["status"]
     assert st["encryption"] == orig["encryption"] and st["sha256"] == orig["sha256"]
@@ -442,14 +427,7 @@ def test_sync_imports_sse_c_backups_and_sees_them_vanish(env: Env, tls_minio: di
     data_key = originals["b"]["location"][5:].split("/", 1)[1]
     with pytest.raises(ClientError):  # what the operator used to ask, and cannot get an answer to
         c.head_object(Bucket=env.bucket, Key=data_key)
-    env.custom.patch_namespaced_custom_object(
-        "mysqlbackup.dev",
-        "v1alpha1",
-        env.namespace,
-        "backuppolicies",
-        "pol",
-        {"spec": {"storage": {"sync": True, "syncIntervalSeconds": 10}}},
-    )
+    env.patch_policy({"storage": {"sync": True, "syncIntervalSeconds": 10}})
     eventually(lambda: len(env.list("backups")) == 2, timeout=90, what="both SSE-C backups imported")
     for n in ("a", "b"):
         st = env.wait_phase("backups", n, ("Completed",), timeout=30)["status"]
