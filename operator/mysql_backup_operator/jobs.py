@@ -14,6 +14,7 @@ from typing import Any
 
 from . import naming
 from .api import (
+    ANNOTATION_OPERATION,
     API_VERSION,
     GROUP,
     LABEL_BACKUP,
@@ -203,7 +204,10 @@ def render_job(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
         },
-        "template": {"metadata": {"labels": all_labels}, "spec": pod_spec},
+        "template": {
+            "metadata": {"labels": all_labels, "annotations": {ANNOTATION_OPERATION: f"{owner.kind}/{owner.name}"}},
+            "spec": pod_spec,
+        },
     }
     if jt.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = jt.ttl_seconds_after_finished
@@ -374,6 +378,41 @@ def job_outcome(job: Mapping[str, Any]) -> tuple[str, str | None]:
         if c.get("type") == "Failed":
             return "failed", c.get("reason")
     return "running", None
+
+
+def agent_succeeded(pods: Sequence[Mapping[str, Any]]) -> bool:
+    """A pod of the Job has ended with the agent's exit code 0.
+
+    Our Jobs have one completion, so that decides the Job: it succeeds and starts no other pod.
+    The Job controller only says so about a second later (it batches pod updates for
+    `SyncJobBatchPeriod`, 1 s, then writes the Job's status), and that second is paid by every
+    backup and restore; reading the pod ends the operation as soon as the kubelet reports it."""
+    for p in pods:
+        if (p.get("status") or {}).get("phase") != "Succeeded":
+            continue
+        for cs in (p.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated")
+            if cs.get("name") == AGENT_CONTAINER and term and term.get("exitCode") == 0:
+                return True
+    return False
+
+
+def job_end_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """`job_outcome`, but "complete" as soon as the agent's pod has succeeded (`agent_succeeded`)."""
+    outcome, reason = job_outcome(job)
+    if outcome == "running" and agent_succeeded(pods):
+        return "complete", "AgentSucceeded"
+    return outcome, reason
+
+
+def operation_of_pod(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(kind, namespace, name) of the Backup or Restore an agent pod works for, from the
+    annotation `render_job` puts on its pods; None for any other pod."""
+    m = pod.get("metadata") or {}
+    kind, _, name = str((m.get("annotations") or {}).get(ANNOTATION_OPERATION) or "").partition("/")
+    if kind not in ("Backup", "Restore") or not name or not m.get("namespace"):
+        return None
+    return kind, str(m["namespace"]), name
 
 
 def agent_result(pods: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -230,6 +230,22 @@ class FakeKube:
             }
         ]
 
+    def agent_pod_succeeded(self, namespace: str, name: str, *, result: Mapping[str, Any]) -> None:
+        """What the kubelet reports about a second before the Job controller marks the Job complete:
+        the agent's pod Succeeded, the Job's status untouched."""
+        import json
+
+        term = {"exitCode": 0, "message": json.dumps(dict(result))}
+        self.pods[(namespace, name)] = [
+            {
+                "metadata": {"name": f"{name}-x", "creationTimestamp": "2026-01-01T00:00:01Z"},
+                "status": {
+                    "phase": "Succeeded",
+                    "containerStatuses": [{"name": "agent", "state": {"terminated": term}}],
+                },
+            }
+        ]
+
     def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
         self._call("secret_values", namespace, name)
         return self.secrets.get((namespace, name))

@@ -5,6 +5,7 @@ These complement, never replace, the real-stack tests in tests/e2e.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from typing import Any
@@ -119,6 +120,85 @@ def test_job_completion_completes_the_backup_releases_the_lock_and_wakes_the_nex
     assert ("Backup", NS, "b2") in woken
     r.reconcile(kube.get("backups", NS, "b2"))  # type: ignore[arg-type]
     assert kube.objects[("backups", NS, "b2")]["status"]["phase"] == "Running"
+
+
+def test_a_succeeded_agent_pod_completes_the_backup_before_the_job_says_so() -> None:
+    kube, woken = world()
+    backup(kube, "b1")
+    r = reconciler(kube, woken)
+    r.reconcile(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
+    # A pod that failed (and will be retried by the Job) ends nothing.
+    kube.pods[(NS, "backup-b1")] = [
+        {
+            "metadata": {"name": "backup-b1-a", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [{"name": "agent", "state": {"terminated": {"exitCode": 1, "message": "{}"}}}],
+            },
+        }
+    ]
+    r.reconcile(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
+    assert kube.objects[("backups", NS, "b1")]["status"]["phase"] == "Running"
+    kube.agent_pod_succeeded(NS, "backup-b1", result=OK_RESULT)
+    assert "status" not in kube.jobs[(NS, "backup-b1")]  # the Job controller has not synced yet
+    r.reconcile(kube.get("backups", NS, "b1"))  # type: ignore[arg-type]
+    st = kube.objects[("backups", NS, "b1")]["status"]
+    assert st["phase"] == "Completed" and st["sha256"] == OK_RESULT["sha256"]
+    assert kube.coordination.leases == {}
+
+
+def test_a_succeeded_agent_pod_wakes_its_operation_and_other_pods_do_not() -> None:
+    kube, _ = world()
+    rt = runtime(kube)
+    pod = {"metadata": {"namespace": NS, "annotations": {"mysqlbackup.dev/operation": "Restore/r1"}}}
+    rt.pod_event("DELETED", pod)
+    rt.pod_event("BOOKMARK", {"metadata": {"resourceVersion": "7"}})
+    rt.pod_event("ADDED", {"metadata": {"namespace": NS, "annotations": {"mysqlbackup.dev/operation": "Job/x"}}})
+    rt.pod_event("ADDED", {"metadata": {"namespace": NS, "name": "unrelated"}})
+    assert len(rt.queue) == 0
+    rt.pod_event("ADDED", pod)
+    assert rt.queue.due_in(("Restore", NS, "r1")) is not None
+
+
+def test_the_agent_pod_watch_resumes_where_it_was_and_backs_off_on_errors() -> None:
+    kube, _ = world()
+    rt = runtime(kube)
+    slept: list[float] = []
+    asked: list[str | None] = []
+
+    class Stop(BaseException):
+        pass
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) > 4:
+            raise Stop
+
+    rt._sleep = sleep
+    versions = iter(["10", "20"])
+    kube.pods_version = lambda namespace, **kw: next(versions)  # type: ignore[attr-defined]
+    pod = {"metadata": {"namespace": NS, "annotations": {"mysqlbackup.dev/operation": "Backup/b1"}}}
+    script: list[Any] = [
+        [("ADDED", pod, "11")],  # then the server ends the watch at once: no hot loop
+        ApiException(status=410),  # too old: a fresh version ("20") from a LIST
+        ApiException(status=403, reason="Forbidden"),
+        ApiException(status=403, reason="Forbidden"),
+        [],
+    ]
+
+    def watch_pods(namespace: str | None, *, resource_version: str, **kw: Any) -> Any:
+        asked.append(resource_version)
+        step = script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        yield from step
+
+    kube.watch_pods = watch_pods  # type: ignore[attr-defined]
+    with contextlib.suppress(Stop):
+        rt._watch_agent_pods(NS)
+    assert asked == ["10", "11", "20", "20", "20"]
+    assert slept == [1.0, 1.0, 2.0, 4.0, 1.0]
+    assert rt.queue.due_in(("Backup", NS, "b1")) is not None
 
 
 def runtime(kube: FakeKube) -> Runtime:

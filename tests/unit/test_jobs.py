@@ -75,6 +75,21 @@ def test_job_outcome_only_counts_terminal_conditions() -> None:
     assert jobs.job_outcome(failed) == ("failed", "DeadlineExceeded")
 
 
+def test_agent_pods_name_their_operation_and_a_succeeded_one_ends_the_job() -> None:
+    job = render()
+    pod = {"metadata": {"namespace": "ns", **job["spec"]["template"]["metadata"]}}
+    assert jobs.operation_of_pod(pod) == ("Backup", "ns", "b1")
+    assert jobs.operation_of_pod({"metadata": {"namespace": "ns"}}) is None
+    running: dict = {"status": {}}  # type: ignore[type-arg]
+    ok = {**_pod("t", "{}"), "status": {**_pod("t", "{}")["status"], "phase": "Succeeded"}}
+    failed = {**_pod("t", "{}", 1), "status": {**_pod("t", "{}", 1)["status"], "phase": "Failed"}}
+    assert jobs.job_end_outcome(running, [failed]) == ("running", None)
+    assert jobs.job_end_outcome(running, [failed, ok]) == ("complete", "AgentSucceeded")
+    # The Job's own word wins: a Job already failed (deadline) stays failed.
+    dead = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}}
+    assert jobs.job_end_outcome(dead, [ok]) == ("failed", "DeadlineExceeded")
+
+
 def _pod(created: str, message: str, code: int = 0) -> dict:  # type: ignore[type-arg]
     return {
         "metadata": {"creationTimestamp": created},

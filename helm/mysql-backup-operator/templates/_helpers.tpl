@@ -44,7 +44,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, create, update, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list]
+  verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

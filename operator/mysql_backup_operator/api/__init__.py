@@ -29,6 +29,8 @@ LABEL_RESTORE_JOB = f"{GROUP}/restore-job"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "mysql-backup-operator"
 ANNOTATION_KEEP = f"{GROUP}/keep"
+# On agent pods: "Backup/<name>" or "Restore/<name>", the operation the pod works for (jobs.py).
+ANNOTATION_OPERATION = f"{GROUP}/operation"
 LABEL_IMPORTED = f"{GROUP}/imported"
 ANNOTATION_IMPORTED_FROM = f"{GROUP}/imported-from"
 

@@ -395,15 +395,17 @@ class OperationController:
             m["finalizers"] = [*finalizers, finalizer]
 
     def _job_end(self, namespace: str, job_name: str) -> JobEnd | None:
-        """The Job's end, or None while it runs. Raises LookupError when the Job is gone."""
+        """The Job's end, or None while it runs. Raises LookupError when the Job is gone. The pods are
+        read even while the Job says it runs: a succeeded agent pod ends it a second sooner
+        (`jobs.agent_succeeded`), and it costs one LIST per step of a running operation."""
         job = self.kube.get_job(namespace, job_name)
         if job is None:
             raise LookupError(job_name)
-        outcome, job_reason = jobs.job_outcome(job)
+        pods = self.kube.job_pods(namespace, job_name)
+        outcome, job_reason = jobs.job_end_outcome(job, pods)
         if outcome == "running":
             return None
-        result = jobs.agent_result(self.kube.job_pods(namespace, job_name)) or {}
-        return JobEnd(outcome=outcome, job_reason=job_reason, result=result)
+        return JobEnd(outcome=outcome, job_reason=job_reason, result=jobs.agent_result(pods) or {})
 
     def _fail_from_job(self, obj: dict[str, Any], policy: PolicySpec, end: JobEnd, *, release: str | None) -> None:
         """Fails the object with the agent's classified reason, its message scrubbed of secrets."""

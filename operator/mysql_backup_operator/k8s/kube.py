@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -286,6 +286,50 @@ class Kube:
     def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}")
         return [self.to_dict(p) for p in pods.items]
+
+    @transient
+    def pods_version(self, namespace: str | None, *, label_selector: str, field_selector: str) -> str:
+        """The resourceVersion to watch pods from "now": a LIST of at most one pod, so a (re)started
+        watch is not first handed every matching pod that already exists."""
+        kw: dict[str, Any] = {"label_selector": label_selector, "field_selector": field_selector, "limit": 1}
+        res = (
+            self.core.list_pod_for_all_namespaces(**kw)
+            if namespace is None
+            else self.core.list_namespaced_pod(namespace, **kw)
+        )
+        return str(res.metadata.resource_version)
+
+    def watch_pods(
+        self,
+        namespace: str | None,
+        *,
+        label_selector: str,
+        field_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[tuple[str, dict[str, Any], str]]:
+        """(event type, pod, resourceVersion to resume from) for pods that match, until the server
+        ends the watch after `timeout_seconds`. Raises ApiException (410 when the version is too
+        old: take a new one from `pods_version`)."""
+        from kubernetes import watch
+
+        w = watch.Watch()
+        kw: dict[str, Any] = {
+            "label_selector": label_selector,
+            "field_selector": field_selector,
+            "resource_version": resource_version,
+            "timeout_seconds": timeout_seconds,
+            "allow_watch_bookmarks": True,
+            "_request_timeout": timeout_seconds + 30,
+        }
+        if namespace is None:
+            stream = w.stream(self.core.list_pod_for_all_namespaces, **kw)
+        else:
+            stream = w.stream(self.core.list_namespaced_pod, namespace, **kw)
+        for ev in stream:
+            obj = ev.get("object")
+            pod = obj if isinstance(obj, dict) else self.to_dict(obj)
+            yield str(ev.get("type")), pod, str(w.resource_version or resource_version)
 
     @transient
     def namespace_terminating(self, name: str) -> bool:
