@@ -284,6 +284,7 @@ class Bench:
             elapsed = time.monotonic() - t0
         if st["phase"] != "Completed":
             raise SystemExit(f"Backup failed: {st.get('reason')}: {st.get('message')}")
+        agent_log = self.agent_log(str(st.get("jobName") or ""))
         self.results["backup"] = {
             "seconds": elapsed,
             "agentSeconds": st.get("durationSeconds"),
@@ -292,8 +293,24 @@ class Bench:
             "peakMiB": mem.peak_mib,
             "processes": mem.peak_processes,
             "samples": mem.samples,
+            "agentLog": agent_log,
         }
         log(f"Backup CR: {elapsed:.1f}s, peak {mem.peak_mib:.0f} MiB: {mem.peak_by_process}")
+
+    def agent_log(self, job_name: str) -> list[str]:
+        """The agent's own log lines (its phase timings: metadata, stream, upload completion),
+        read before the namespace goes; printed so a slow row can be told apart by phase."""
+        lines: list[str] = []
+        with contextlib.suppress(Exception):
+            pods = self.env.core.list_namespaced_pod(
+                self.env.namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"
+            ).items
+            for p in pods:
+                text = self.env.core.read_namespaced_pod_log(p.metadata.name, self.env.namespace, container="agent")
+                lines += [ln for ln in str(text).splitlines() if " INFO " in ln or " ERROR " in ln]
+        for ln in lines:
+            log(f"  agent: {ln}")
+        return lines
 
     def run_zstd_mysql(self, backup: str = "bench-backup") -> None:
         from tests.e2e.conftest import s3_client
@@ -336,12 +353,14 @@ class Bench:
             elapsed = time.monotonic() - t0
         if st["phase"] != "Completed":
             raise SystemExit(f"Restore failed: {st.get('reason')}: {st.get('message')}")
+        agent_log = self.agent_log(str(st.get("jobName") or ""))
         result = st.get("result") or {}
         self.results["restore"] = {
             "seconds": elapsed,
             "agentSeconds": result.get("durationSeconds") or st.get("durationSeconds"),
             "peakMiB": mem.peak_mib,
             "processes": mem.peak_processes,
+            "agentLog": agent_log,
         }
         log(f"Restore CR (restore part): {elapsed:.1f}s, peak {mem.peak_mib:.0f} MiB: {mem.peak_by_process}")
 

@@ -381,24 +381,33 @@ def job_outcome(job: Mapping[str, Any]) -> tuple[str, str | None]:
 
 
 def agent_succeeded(pods: Sequence[Mapping[str, Any]]) -> bool:
-    """A pod of the Job has ended with the agent's exit code 0.
+    """The agent container of a pod of the Job has exited 0 and left its result.
 
-    Our Jobs have one completion, so that decides the Job: it succeeds and starts no other pod.
-    The Job controller only says so about a second later (it batches pod updates for
-    `SyncJobBatchPeriod`, 1 s, then writes the Job's status), and that second is paid by every
-    backup and restore; reading the pod ends the operation as soon as the kubelet reports it."""
+    Our Jobs have one completion and `restartPolicy: Never`, so that decides the Job: the
+    container never runs again and the Job starts no other pod. Kubernetes says so twice more,
+    each about a second later (measured on the local stack's kubelet 1.35): the kubelet reports
+    the pod `Succeeded` only after its pod worker has stopped the sandbox, and the Job controller
+    batches pod updates for its `SyncJobBatchPeriod` (1 s) before it writes `Complete`. Reading
+    the container's state ends the operation ~2 s sooner. The result must be there too (the
+    termination message, JSON, `ok`): without it, the Job's own end is waited for."""
     for p in pods:
-        if (p.get("status") or {}).get("phase") != "Succeeded":
+        if (p.get("status") or {}).get("phase") == "Failed":
             continue
         for cs in (p.get("status") or {}).get("containerStatuses") or []:
             term = (cs.get("state") or {}).get("terminated")
-            if cs.get("name") == AGENT_CONTAINER and term and term.get("exitCode") == 0:
+            if cs.get("name") != AGENT_CONTAINER or not term or term.get("exitCode") != 0:
+                continue
+            try:
+                result = json.loads(term.get("message") or "")
+            except ValueError:
+                continue
+            if isinstance(result, dict) and result.get("ok") is True:
                 return True
     return False
 
 
 def job_end_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
-    """`job_outcome`, but "complete" as soon as the agent's pod has succeeded (`agent_succeeded`)."""
+    """`job_outcome`, but "complete" as soon as the agent has succeeded (`agent_succeeded`)."""
     outcome, reason = job_outcome(job)
     if outcome == "running" and agent_succeeded(pods):
         return "complete", "AgentSucceeded"

@@ -231,8 +231,8 @@ class FakeKube:
         ]
 
     def agent_pod_succeeded(self, namespace: str, name: str, *, result: Mapping[str, Any]) -> None:
-        """What the kubelet reports about a second before the Job controller marks the Job complete:
-        the agent's pod Succeeded, the Job's status untouched."""
+        """What the kubelet reports ~2 s before the Job controller marks the Job complete: the agent
+        container exited 0 with its result, the pod still Running, the Job's status untouched."""
         import json
 
         term = {"exitCode": 0, "message": json.dumps(dict(result))}
@@ -240,7 +240,7 @@ class FakeKube:
             {
                 "metadata": {"name": f"{name}-x", "creationTimestamp": "2026-01-01T00:00:01Z"},
                 "status": {
-                    "phase": "Succeeded",
+                    "phase": "Running",
                     "containerStatuses": [{"name": "agent", "state": {"terminated": term}}],
                 },
             }

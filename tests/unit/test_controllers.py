@@ -122,7 +122,7 @@ def test_job_completion_completes_the_backup_releases_the_lock_and_wakes_the_nex
     assert kube.objects[("backups", NS, "b2")]["status"]["phase"] == "Running"
 
 
-def test_a_succeeded_agent_pod_completes_the_backup_before_the_job_says_so() -> None:
+def test_a_succeeded_agent_completes_the_backup_before_the_job_says_so() -> None:
     kube, woken = world()
     backup(kube, "b1")
     r = reconciler(kube, woken)
@@ -147,16 +147,26 @@ def test_a_succeeded_agent_pod_completes_the_backup_before_the_job_says_so() -> 
     assert kube.coordination.leases == {}
 
 
-def test_a_succeeded_agent_pod_wakes_its_operation_and_other_pods_do_not() -> None:
+def test_an_agent_that_exited_0_wakes_its_operation_and_other_pods_do_not() -> None:
     kube, _ = world()
     rt = runtime(kube)
-    pod = {"metadata": {"namespace": NS, "annotations": {"mysqlbackup.dev/operation": "Restore/r1"}}}
-    rt.pod_event("DELETED", pod)
+
+    def pod(operation: str, code: int | None = 0) -> dict[str, Any]:
+        term = {"exitCode": code, "message": json.dumps(OK_RESULT)}
+        state = {"terminated": term} if code is not None else {"running": {}}
+        return {
+            "metadata": {"namespace": NS, "annotations": {"mysqlbackup.dev/operation": operation}},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "agent", "state": state}]},
+        }
+
+    rt.pod_event("DELETED", pod("Restore/r1"))
     rt.pod_event("BOOKMARK", {"metadata": {"resourceVersion": "7"}})
-    rt.pod_event("ADDED", {"metadata": {"namespace": NS, "annotations": {"mysqlbackup.dev/operation": "Job/x"}}})
+    rt.pod_event("MODIFIED", pod("Restore/r1", code=None))  # still running
+    rt.pod_event("MODIFIED", pod("Restore/r1", code=1))  # failed: the Job may retry it
+    rt.pod_event("ADDED", pod("Job/x"))
     rt.pod_event("ADDED", {"metadata": {"namespace": NS, "name": "unrelated"}})
     assert len(rt.queue) == 0
-    rt.pod_event("ADDED", pod)
+    rt.pod_event("MODIFIED", pod("Restore/r1"))
     assert rt.queue.due_in(("Restore", NS, "r1")) is not None
 
 
@@ -177,7 +187,11 @@ def test_the_agent_pod_watch_resumes_where_it_was_and_backs_off_on_errors() -> N
     rt._sleep = sleep
     versions = iter(["10", "20"])
     kube.pods_version = lambda namespace, **kw: next(versions)  # type: ignore[attr-defined]
-    pod = {"metadata": {"namespace": NS, "annotations": {"mysqlbackup.dev/operation": "Backup/b1"}}}
+    term = {"exitCode": 0, "message": json.dumps(OK_RESULT)}
+    pod = {
+        "metadata": {"namespace": NS, "annotations": {"mysqlbackup.dev/operation": "Backup/b1"}},
+        "status": {"containerStatuses": [{"name": "agent", "state": {"terminated": term}}]},
+    }
     script: list[Any] = [
         [("ADDED", pod, "11")],  # then the server ends the watch at once: no hot loop
         ApiException(status=410),  # too old: a fresh version ("20") from a LIST

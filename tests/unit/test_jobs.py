@@ -75,19 +75,23 @@ def test_job_outcome_only_counts_terminal_conditions() -> None:
     assert jobs.job_outcome(failed) == ("failed", "DeadlineExceeded")
 
 
-def test_agent_pods_name_their_operation_and_a_succeeded_one_ends_the_job() -> None:
+def test_agent_pods_name_their_operation_and_a_succeeded_agent_ends_the_job() -> None:
     job = render()
     pod = {"metadata": {"namespace": "ns", **job["spec"]["template"]["metadata"]}}
     assert jobs.operation_of_pod(pod) == ("Backup", "ns", "b1")
     assert jobs.operation_of_pod({"metadata": {"namespace": "ns"}}) is None
     running: dict = {"status": {}}  # type: ignore[type-arg]
-    ok = {**_pod("t", "{}"), "status": {**_pod("t", "{}")["status"], "phase": "Succeeded"}}
-    failed = {**_pod("t", "{}", 1), "status": {**_pod("t", "{}", 1)["status"], "phase": "Failed"}}
+    # The kubelet reports the exited container a second before it calls the pod Succeeded.
+    exited = _pod("t", '{"ok": true}')
+    failed = {**_pod("t", '{"ok": false}', 1), "status": {**_pod("t", "{}", 1)["status"], "phase": "Failed"}}
     assert jobs.job_end_outcome(running, [failed]) == ("running", None)
-    assert jobs.job_end_outcome(running, [failed, ok]) == ("complete", "AgentSucceeded")
+    assert jobs.job_end_outcome(running, [failed, exited]) == ("complete", "AgentSucceeded")
+    # Exit 0 without a readable result waits for the Job (the result is what the status needs).
+    assert jobs.job_end_outcome(running, [_pod("t", "")]) == ("running", None)
+    assert jobs.job_end_outcome(running, [_pod("t", '{"ok": false}')]) == ("running", None)
     # The Job's own word wins: a Job already failed (deadline) stays failed.
     dead = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}}
-    assert jobs.job_end_outcome(dead, [ok]) == ("failed", "DeadlineExceeded")
+    assert jobs.job_end_outcome(dead, [exited]) == ("failed", "DeadlineExceeded")
 
 
 def _pod(created: str, message: str, code: int = 0) -> dict:  # type: ignore[type-arg]

@@ -289,19 +289,19 @@ class Runtime:
                 self.queue.add((ref["kind"], str(m.get("namespace") or ""), ref["name"]))
 
     def pod_event(self, event_type: str, pod: Mapping[str, Any]) -> None:
-        """A succeeded agent pod moves its Backup or Restore at once (`jobs.agent_succeeded`)."""
-        if event_type not in ("ADDED", "MODIFIED"):
+        """An agent that has succeeded moves its Backup or Restore at once (`jobs.agent_succeeded`)."""
+        if event_type not in ("ADDED", "MODIFIED") or not jobs.agent_succeeded([pod]):
             return
         if (op := jobs.operation_of_pod(pod)) is not None:
             self.queue.add(op)
 
     def _watch_agent_pods(self, namespace: str | None) -> None:
-        """Watches our agent pods that have succeeded (server-side label and field selectors, so
-        the API sends nothing else, unlike kopf's client-side filters), to end an operation about
-        a second before the Job controller marks its Job complete. An accelerator only: when this
-        watch is down (an error, RBAC without `watch` on pods), the Job watch ends operations as
-        before. It starts from "now", so a restart does not replay every succeeded pod."""
-        labels, fields = f"{LABEL_MANAGED_BY}={MANAGED_BY}", "status.phase=Succeeded"
+        """Watches our pods (a server-side label selector: the API sends no other pod) to end an
+        operation as soon as its agent has exited 0, about 2 s before its Job is marked complete
+        (`jobs.agent_succeeded`). A few events per agent pod over its life. An accelerator only:
+        when this watch is down (an error, RBAC without `watch` on pods), the Job watch ends
+        operations as before. It starts from "now", so a restart does not replay old pods."""
+        labels = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         where = namespace or "all namespaces"
         version: str | None = None
         backoff = 1.0
@@ -309,11 +309,10 @@ class Runtime:
             began = time.monotonic()
             try:
                 if version is None:
-                    version = self.kube.pods_version(namespace, label_selector=labels, field_selector=fields)
+                    version = self.kube.pods_version(namespace, label_selector=labels)
                 events = self.kube.watch_pods(
                     namespace,
                     label_selector=labels,
-                    field_selector=fields,
                     resource_version=version,
                     timeout_seconds=self.tuning.pod_watch_seconds,
                 )

@@ -288,10 +288,10 @@ class Kube:
         return [self.to_dict(p) for p in pods.items]
 
     @transient
-    def pods_version(self, namespace: str | None, *, label_selector: str, field_selector: str) -> str:
+    def pods_version(self, namespace: str | None, *, label_selector: str) -> str:
         """The resourceVersion to watch pods from "now": a LIST of at most one pod, so a (re)started
         watch is not first handed every matching pod that already exists."""
-        kw: dict[str, Any] = {"label_selector": label_selector, "field_selector": field_selector, "limit": 1}
+        kw: dict[str, Any] = {"label_selector": label_selector, "limit": 1}
         res = (
             self.core.list_pod_for_all_namespaces(**kw)
             if namespace is None
@@ -304,7 +304,6 @@ class Kube:
         namespace: str | None,
         *,
         label_selector: str,
-        field_selector: str,
         resource_version: str,
         timeout_seconds: int,
     ) -> Iterator[tuple[str, dict[str, Any], str]]:
@@ -316,7 +315,6 @@ class Kube:
         w = watch.Watch()
         kw: dict[str, Any] = {
             "label_selector": label_selector,
-            "field_selector": field_selector,
             "resource_version": resource_version,
             "timeout_seconds": timeout_seconds,
             "allow_watch_bookmarks": True,
