@@ -14,6 +14,7 @@ from mysql_backup_operator.agent.sqlstream import (
     detect_compression,
     dump_command,
     parse_binlog,
+    with_output_buffer,
     write_defaults_file,
 )
 from mysql_backup_operator.api import Compression, Reason
@@ -37,6 +38,12 @@ def test_dump_command_never_carries_the_password(tmp_path: object) -> None:
             assert 'password="p\\"w\\\\d"' in f.read()
     finally:
         os.unlink(path)
+
+
+def test_the_dump_runs_under_stdbuf_when_there_is_one() -> None:
+    argv = ["mariadb-dump", "--databases", "a"]
+    assert with_output_buffer(argv, stdbuf="/usr/bin/stdbuf") == ["/usr/bin/stdbuf", "-o1M", *argv]
+    assert with_output_buffer(argv, stdbuf=None) == argv
 
 
 def test_binlog_position_is_parsed_from_the_dump_header() -> None:

@@ -18,6 +18,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -47,6 +48,7 @@ from .sqlstream import (
     dump_command,
     mysql_command,
     parse_binlog,
+    with_output_buffer,
     write_defaults_file,
 )
 
@@ -245,6 +247,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                 *(f"--ignore-table={t}" for t in meta["ignoreTables"]),
             ],
         )
+        argv = with_output_buffer(argv, stdbuf=shutil.which("stdbuf"))
         metadata = {"mysqlbackup-backup": str(cfg.backup.get("name", "")), "mysqlbackup-compression": compression}
         level = cfg.backup.get("compressionLevel")
         try:
