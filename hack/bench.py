@@ -5,6 +5,7 @@ Rows (all on the same data set, one after the other, so they share the machine's
 
   dump       mariadb-dump (the agent's flags) > /dev/null            the floor
   reference  mariadb-dump | zstd -3 -T0 | boto3 upload_fileobj      what a careful human would script
+  ref. pod   the same pipeline in a pod of our image on the node      where the agent runs (its network)
   backup     a Backup CR, create -> Completed (operator + agent)    target >= 0.95x reference throughput
   zstd|mysql the stored dump, zstd -dc | mariadb, one stream        the restore reference
   restore    a Restore CR, the restore part only (after its pre-restore backup)
@@ -266,6 +267,101 @@ class Bench:
         self.results["reference"] = {"seconds": elapsed, "stored": stored}
         log(f"reference dump|zstd|upload: {elapsed:.1f}s, {stored / 1e6:.0f} MB stored")
 
+    def run_reference_in_pod(self, index: int = 0) -> None:
+        """The same hand-made pipeline, run in a pod of our image on the node: where the agent runs.
+
+        On the real node a pod reaches MariaDB and MinIO through its own network namespace (veth,
+        bridge, kube-proxy's NAT), which the host's reference does not pay; this row measures the
+        pipeline in the agent's place. Two figures: its own elapsed time (printed by the pipeline)
+        and pod create -> container terminated (what the Backup CR's row also includes)."""
+        from kubernetes import client
+
+        name = f"bench-reference-{index}"
+        db, s3 = self.db, self.stack.s3
+        script = "\n".join(
+            [
+                "import subprocess, sys, time, boto3",
+                "from boto3.s3.transfer import TransferConfig",
+                "from botocore.config import Config",
+                "import os",
+                "cnf = '/tmp/ref.cnf'",
+                "open(cnf, 'w').write('[client]\\nuser=root\\npassword=\"%s\"\\nhost=%s\\nport=%s\\n' % (",
+                "    os.environ['PW'], os.environ['DBHOST'], os.environ['DBPORT']))",
+                "s3 = boto3.client('s3', endpoint_url=os.environ['S3'], region_name=os.environ['REGION'],",
+                "    aws_access_key_id=os.environ['AK'], aws_secret_access_key=os.environ['SK'],",
+                "    config=Config(s3={'addressing_style': 'path'}))",
+                "t0 = time.monotonic()",
+                "d = subprocess.Popen(['mariadb-dump', '--defaults-extra-file=' + cnf, *sys.argv[1:]],",
+                "    stdout=subprocess.PIPE)",
+                "z = subprocess.Popen(['zstd', '-3', '-T0', '-q', '-c'], stdin=d.stdout, stdout=subprocess.PIPE)",
+                "d.stdout.close()",
+                "s3.upload_fileobj(z.stdout, os.environ['BUCKET'], os.environ['KEY'], Config=TransferConfig())",
+                "rcs = (d.wait(), z.wait())",
+                "print('ELAPSED %.3f %s' % (time.monotonic() - t0, rcs), flush=True)",
+                "sys.exit(1 if any(rcs) else 0)",
+            ]
+        )
+        endpoint = str(s3["endpoint"]).replace("127.0.0.1", self.stack.host).replace("localhost", self.stack.host)
+        env = {
+            "PW": db["root_password"],
+            "DBHOST": self.stack.host if db["host"] in ("127.0.0.1", "localhost") else db["host"],
+            "DBPORT": str(db["port"]),
+            "S3": endpoint,
+            "REGION": s3["region"],
+            "AK": s3["access_key"],
+            "SK": s3["secret_key"],
+            "BUCKET": self.env.bucket,
+            "KEY": f"reference-pod/{uuid.uuid4().hex[:8]}.sql.zst",
+            "HOME": "/tmp",
+        }
+        restricted = {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "reference",
+                        "image": self.stack.image,
+                        "imagePullPolicy": "Never",
+                        "command": ["python3", "-c", script, *self.dump_flags, "--databases", BENCH_DB],
+                        "env": [{"name": k, "value": v} for k, v in env.items()],
+                        "securityContext": restricted,
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }
+                ],
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
+            },
+        }
+        core = self.env.core
+        t0 = time.monotonic()
+        core.create_namespaced_pod(self.env.namespace, pod)
+        deadline = t0 + 3600
+        terminated = None
+        while time.monotonic() < deadline:
+            st = core.read_namespaced_pod(name, self.env.namespace).status
+            term = next((c.state.terminated for c in st.container_statuses or [] if c.state.terminated), None)
+            if term is not None:
+                terminated = term
+                break
+            time.sleep(0.2)
+        elapsed = time.monotonic() - t0
+        if terminated is None or terminated.exit_code != 0:
+            raise SystemExit(f"reference pod {name} did not succeed: {terminated}")
+        logs = str(core.read_namespaced_pod_log(name, self.env.namespace))
+        inner = float(next(ln.split()[1] for ln in logs.splitlines() if ln.startswith("ELAPSED")))
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespaced_pod(name, self.env.namespace, grace_period_seconds=0)
+        self.results["referencePod"] = {"seconds": elapsed, "inner": inner}
+        log(f"reference in a pod: {inner:.1f}s in the pod, {elapsed:.1f}s pod create -> terminated")
+
     def _wait(self, plural: str, name: str, until: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -382,6 +478,12 @@ class Bench:
             runs = r["reference"].get("runs") or []
             label = f"reference dump|zstd -3 -T0|boto3{' (median of ' + str(len(runs)) + ')' if len(runs) > 1 else ''}"
             rows.append((label, f"{ref:.1f}", mbps(ref), "", "1.00x (by definition)"))
+        pod_ref = r.get("referencePod", {})
+        if pod_ref:
+            runs = pod_ref.get("runs") or []
+            label = f"reference, in a pod on the node{' (median of ' + str(len(runs)) + ')' if len(runs) > 1 else ''}"
+            rows.append(("  " + label, f"{pod_ref['inner']:.1f}", mbps(pod_ref["inner"]), "", "pipeline's own time"))
+            rows.append(("    pod create -> terminated", f"{pod_ref['seconds']:.1f}", mbps(pod_ref["seconds"]), "", ""))
         if "backup" in r:
             b = r["backup"]
             ratio = f"{ref / b['seconds']:.2f}x (target >= {TARGET_BACKUP_RATIO})" if ref else ""
@@ -389,8 +491,20 @@ class Bench:
             runs = b.get("runs") or []
             label = f"Backup CR create -> Completed{' (median of ' + str(len(runs)) + ')' if len(runs) > 1 else ''}"
             rows.append((label, f"{b['seconds']:.1f}", mbps(b["seconds"]), mem, ratio))
+            if pod_ref:
+                rows.append(
+                    (
+                        "  vs the reference in a pod",
+                        "",
+                        "",
+                        "",
+                        f"{pod_ref['seconds'] / b['seconds']:.2f}x (create -> end, both)",
+                    )
+                )
             if b.get("agentSeconds"):
                 inner = f"{ref / b['agentSeconds']:.2f}x" if ref else ""
+                if pod_ref:
+                    inner += f", {pod_ref['inner'] / b['agentSeconds']:.2f}x vs in-pod pipeline"
                 rows.append(("  status.durationSeconds", f"{b['agentSeconds']:.1f}", "", "", inner))
             if r.get("reference", {}).get("stored") and b.get("stored"):
                 rows.append(
@@ -434,7 +548,10 @@ def main() -> int:
     ap.add_argument("--small", action="store_true", help="4 x 125,000 rows (~100 MB dump) for quick iterations")
     ap.add_argument("--reuse-data", action="store_true", help="keep an existing `bench` database of the right size")
     ap.add_argument(
-        "--skip", action="append", default=[], choices=["dump", "reference", "backup", "zstd-mysql", "restore"]
+        "--skip",
+        action="append",
+        default=[],
+        choices=["dump", "reference", "reference-pod", "backup", "zstd-mysql", "restore"],
     )
     ap.add_argument("--layout", choices=["single", "perTable"], default="perTable", help="the policy's backup.layout")
     ap.add_argument("--parallelism", type=int, help="the Restore's spec.parallelism (default: the agent's, 4)")
@@ -508,16 +625,22 @@ def main() -> int:
             bench.run_dump()
         # On a shared machine the load drifts: reference and Backup CR alternate, medians reported.
         refs: list[dict[str, Any]] = []
+        pod_refs: list[dict[str, Any]] = []
         backups: list[dict[str, Any]] = []
         for i in range(args.repeat):
             if "reference" not in args.skip:
                 bench.run_reference()
                 refs.append(bench.results["reference"])
+            if "reference-pod" not in args.skip:
+                bench.run_reference_in_pod(i)
+                pod_refs.append(bench.results["referencePod"])
             if "backup" not in args.skip:
                 bench.run_backup("bench-backup" if i == 0 else f"bench-backup-{i + 1}")
                 backups.append(bench.results["backup"])
         if refs:
             bench.results["reference"] = {**median(refs), "runs": [r["seconds"] for r in refs]}
+        if pod_refs:
+            bench.results["referencePod"] = {**median(pod_refs), "runs": [r["seconds"] for r in pod_refs]}
         if backups:
             peak = max(backups, key=lambda b: b["peakMiB"])
             bench.results["backup"] = {

@@ -46,6 +46,18 @@ def test_the_dump_runs_under_stdbuf_when_there_is_one() -> None:
     assert with_output_buffer(argv, stdbuf=None) == argv
 
 
+def test_decompression_hands_out_bounded_pieces_of_every_frame() -> None:
+    import zstandard
+
+    # 40 MiB of zeros compress to a few KiB: one read must not become one 40 MiB buffer.
+    big = zstandard.ZstdCompressor().compress(b"\0" * (40 << 20))
+    second = zstandard.ZstdCompressor().compress(b"after the first frame")
+    stored = big + second
+    pieces = list(decompress([stored[i : i + 997] for i in range(0, len(stored), 997)], Compression.ZSTD))
+    assert max(len(p) for p in pieces) <= 256 * 1024
+    assert b"".join(pieces) == b"\0" * (40 << 20) + b"after the first frame"
+
+
 def test_binlog_position_is_parsed_from_the_dump_header() -> None:
     header = (
         b"-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=1234;\n"

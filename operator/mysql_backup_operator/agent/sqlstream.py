@@ -10,7 +10,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol, cast
 
 import zstandard
 
@@ -198,13 +198,40 @@ def detect_compression(head: bytes) -> Compression:
     return Compression.NONE
 
 
-def decompress(chunks: Iterable[bytes], kind: Compression) -> Iterator[bytes]:
+# Decompressed output is handed on in pieces of at most this size, whatever the ratio: a 1 MiB
+# read of a very compressible dump (empty pages, repeated rows) would otherwise come out as one
+# buffer of tens of MiB, and each of a restore's parallel streams holds one.
+DECOMPRESSED_PIECE = 256 * 1024
+
+
+class _ChunkSource:
+    """A file-like `read(n)` over an iterator of chunks, for zstandard's stream_reader."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks = iter(chunks)
+        self.rest = memoryview(b"")
+
+    def read(self, n: int = -1) -> bytes:
+        while not self.rest:
+            nxt = next(self.chunks, None)
+            if nxt is None:
+                return b""
+            self.rest = memoryview(nxt)
+        if n < 0 or n >= len(self.rest):
+            out, self.rest = self.rest, memoryview(b"")
+            return out.obj if isinstance(out.obj, bytes) and len(out) == len(out.obj) else bytes(out)
+        out, self.rest = self.rest[:n], self.rest[n:]
+        return bytes(out)
+
+
+def decompress(chunks: Iterable[bytes], kind: Compression, *, piece: int = DECOMPRESSED_PIECE) -> Iterator[bytes]:
+    """The decompressed stream in pieces of at most `piece` bytes. zstd: every frame, not only
+    the first (a stream of concatenated frames decompresses to their concatenation)."""
     if kind == Compression.ZSTD:
-        d = zstandard.ZstdDecompressor().decompressobj()
-        for c in chunks:
-            out = d.decompress(c)
-            if out:
-                yield out
+        source = cast(IO[bytes], _ChunkSource(chunks))  # stream_reader only calls read(n)
+        reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=1024 * 1024, read_across_frames=True)
+        while out := reader.read(piece):
+            yield out
         return
     if kind == Compression.GZIP:
         z = zlib.decompressobj(31)
