@@ -193,15 +193,30 @@ def test_one_operation_per_database_at_a_time(env: Env) -> None:
     max_alive = 0
     stop = threading.Event()
 
+    # An operation runs from its Job's creation until its agent has exited: the operator moves on
+    # then (jobs.agent_succeeded), ~2 s before the kubelet calls the pod Succeeded and the Job
+    # controller marks the Job complete, while nothing of the old operation touches the database.
     def watcher() -> None:
         nonlocal max_alive
         while not stop.is_set():
-            jobs = env.jobs()
-            active = [j.metadata.name for j in jobs if not _job_finished(j) and j.metadata.name != "backup-seed"]
+            jobs = env.jobs()  # before the pods: an agent that exited after this listing still shows
+            all_pods = env.core.list_namespaced_pod(env.namespace).items
+            exited = {
+                (p.metadata.labels or {}).get("batch.kubernetes.io/job-name")
+                for p in all_pods
+                for c in p.status.container_statuses or []
+                if c.state.terminated and c.state.terminated.exit_code == 0
+            }
+            active = [
+                j.metadata.name
+                for j in jobs
+                if not _job_finished(j) and j.metadata.name != "backup-seed" and j.metadata.name not in exited
+            ]
             pods = [
                 p.metadata.name
-                for p in env.core.list_namespaced_pod(env.namespace).items
+                for p in all_pods
                 if p.status.phase in ("Pending", "Running")
+                and not any(c.state.terminated for c in p.status.container_statuses or [])
             ]
             max_alive = max(max_alive, len(active), len(pods))
             if len(active) > 1 or len(pods) > 1:
