@@ -302,7 +302,7 @@ class Bench:
             ]
         )
         endpoint = str(s3["endpoint"]).replace("127.0.0.1", self.stack.host).replace("localhost", self.stack.host)
-        env = {
+        secret = {
             "PW": db["root_password"],
             "DBHOST": self.stack.host if db["host"] in ("127.0.0.1", "localhost") else db["host"],
             "DBPORT": str(db["port"]),
@@ -310,6 +310,10 @@ class Bench:
             "REGION": s3["region"],
             "AK": s3["access_key"],
             "SK": s3["secret_key"],
+        }
+        # Credentials through a Secret, as the agent's own pods get them: never in the pod spec.
+        self.env.secret("bench-reference", secret)
+        env = {
             "BUCKET": self.env.bucket,
             "KEY": f"reference-pod/{uuid.uuid4().hex[:8]}.sql.zst",
             "HOME": "/tmp",
@@ -333,6 +337,7 @@ class Bench:
                         "imagePullPolicy": "Never",
                         "command": ["python3", "-c", script, *self.dump_flags, "--databases", BENCH_DB],
                         "env": [{"name": k, "value": v} for k, v in env.items()],
+                        "envFrom": [{"secretRef": {"name": "bench-reference"}}],
                         "securityContext": restricted,
                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                     }
