@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import GROUP, VERSION, Env, OperatorProcess
+from tests.e2e.conftest import Env, OperatorProcess
 from tests.stackenv import REPO, eventually
 
 pytestmark = pytest.mark.stack
@@ -204,10 +204,7 @@ def test_recovery_from_storage_and_data_missing(env: Env) -> None:
         wait_gone(env, n)
     assert not env.list("backups")
 
-    pol = env.get("backuppolicies", "pol")
-    pol["spec"]["storage"]["sync"] = True
-    pol["spec"]["storage"]["syncIntervalSeconds"] = 10
-    env.custom.replace_namespaced_custom_object(GROUP, VERSION, env.namespace, "backuppolicies", "pol", pol)
+    env.patch_policy({"storage": {"sync": True, "syncIntervalSeconds": 10}})
     eventually(lambda: len(env.list("backups")) == 2, timeout=60, what="imported backups")
     for n in ("a", "b"):
         b = env.wait_phase("backups", n, ("Completed",), timeout=30)
