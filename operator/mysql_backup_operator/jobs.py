@@ -393,16 +393,9 @@ def agent_succeeded(pods: Sequence[Mapping[str, Any]]) -> bool:
     for p in pods:
         if (p.get("status") or {}).get("phase") == "Failed":
             continue
-        for cs in (p.get("status") or {}).get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated")
-            if cs.get("name") != AGENT_CONTAINER or not term or term.get("exitCode") != 0:
-                continue
-            try:
-                result = json.loads(term.get("message") or "")
-            except ValueError:
-                continue
-            if isinstance(result, dict) and result.get("ok") is True:
-                return True
+        term = _agent_terminated(p)
+        if term and term.get("exitCode") == 0 and (_parsed(term) or {}).get("ok") is True:
+            return True
     return False
 
 
@@ -424,23 +417,32 @@ def operation_of_pod(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
     return kind, str(m["namespace"]), name
 
 
+def _agent_terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The agent container's `terminated` state in a pod, or None while it has not ended."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if cs.get("name") == AGENT_CONTAINER and term:
+            return dict(term)
+    return None
+
+
+def _parsed(term: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The agent's JSON result in a termination message, or None when it is not one."""
+    try:
+        parsed = json.loads((term.get("message") or "").strip())
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
 def agent_result(pods: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The agent's JSON result from the newest terminated pod, or its raw message as an error."""
-    finished = []
-    for p in pods:
-        for cs in (p.get("status") or {}).get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated")
-            if cs.get("name") == AGENT_CONTAINER and term:
-                finished.append((p["metadata"].get("creationTimestamp") or "", term))
+    finished = [(p["metadata"].get("creationTimestamp") or "", term) for p in pods if (term := _agent_terminated(p))]
     if not finished:
         return None
     _, term = max(finished, key=lambda x: x[0])
+    if (parsed := _parsed(term)) is not None:
+        return parsed
     msg = (term.get("message") or "").strip()
-    try:
-        parsed = json.loads(msg)
-        if isinstance(parsed, dict):
-            return parsed
-    except ValueError:
-        pass
     detail = msg[-1500:] if msg else f"agent exited with code {term.get('exitCode')} ({term.get('reason')})"
     return {"ok": False, "reason": None, "message": detail, "exitCode": term.get("exitCode")}
