@@ -215,36 +215,29 @@ class FakeKube:
         self._call("job_pods", namespace, job_name)
         return copy.deepcopy(self.pods.get((namespace, job_name), []))
 
-    def finish_job(self, namespace: str, name: str, *, ok: bool, result: Mapping[str, Any]) -> None:
-        """What the Job controller and the agent leave behind: a condition and a termination message."""
+    def _agent_exited(self, namespace: str, name: str, *, code: int, result: Mapping[str, Any], **status: Any) -> None:
+        """The Job's one pod, its agent container terminated with `code` and `result` as message."""
         import json
 
-        self.jobs[(namespace, name)]["status"] = {
-            "conditions": [{"type": "Complete" if ok else "Failed", "status": "True", "reason": "Done"}]
-        }
-        term = {"exitCode": 0 if ok else 1, "message": json.dumps(dict(result))}
+        term = {"exitCode": code, "message": json.dumps(dict(result))}
         self.pods[(namespace, name)] = [
             {
                 "metadata": {"name": f"{name}-x", "creationTimestamp": "2026-01-01T00:00:01Z"},
-                "status": {"containerStatuses": [{"name": "agent", "state": {"terminated": term}}]},
+                "status": {**status, "containerStatuses": [{"name": "agent", "state": {"terminated": term}}]},
             }
         ]
+
+    def finish_job(self, namespace: str, name: str, *, ok: bool, result: Mapping[str, Any]) -> None:
+        """What the Job controller and the agent leave behind: a condition and a termination message."""
+        self.jobs[(namespace, name)]["status"] = {
+            "conditions": [{"type": "Complete" if ok else "Failed", "status": "True", "reason": "Done"}]
+        }
+        self._agent_exited(namespace, name, code=0 if ok else 1, result=result)
 
     def agent_pod_succeeded(self, namespace: str, name: str, *, result: Mapping[str, Any]) -> None:
         """What the kubelet reports ~2 s before the Job controller marks the Job complete: the agent
         container exited 0 with its result, the pod still Running, the Job's status untouched."""
-        import json
-
-        term = {"exitCode": 0, "message": json.dumps(dict(result))}
-        self.pods[(namespace, name)] = [
-            {
-                "metadata": {"name": f"{name}-x", "creationTimestamp": "2026-01-01T00:00:01Z"},
-                "status": {
-                    "phase": "Running",
-                    "containerStatuses": [{"name": "agent", "state": {"terminated": term}}],
-                },
-            }
-        ]
+        self._agent_exited(namespace, name, code=0, result=result, phase="Running")
 
     def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
         self._call("secret_values", namespace, name)
