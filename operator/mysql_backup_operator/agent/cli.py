@@ -34,7 +34,7 @@ from ..contract import result as res
 from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
 from ..contract.keys import directory_of
 from ..contract.store import SCHEMES, ObjectStore, is_sdk_error
-from . import binlog, crypto, errors, interrupt, storage
+from . import binlog, crypto, dumpstart, errors, interrupt, storage
 from .config import AgentConfig, load
 from .errors import AgentError
 from .memory import tune_malloc
@@ -215,6 +215,49 @@ def _kill(proc: subprocess.Popen[bytes] | None) -> None:
             proc.wait(timeout=5)
 
 
+# A dump that never connected is started again, at most this many times in all, after these
+# pauses (agent/dumpstart.py says why); a connection still unanswered after DUMP_CONNECT_STALL
+# seconds counts as never connecting.
+DUMP_ATTEMPTS = 3
+DUMP_RETRY_PAUSE = 2.0
+DUMP_CONNECT_STALL = 15.0
+
+
+def start_dump(
+    argv: list[str],
+    *,
+    secrets: Iterable[str | None],
+    attempts: int = DUMP_ATTEMPTS,
+    pause: float = DUMP_RETRY_PAUSE,
+    stall: float = DUMP_CONNECT_STALL,
+) -> tuple[subprocess.Popen[bytes], StderrTail]:
+    """The dump process, once it is streaming (or has failed for a reason a retry cannot fix,
+    or on its last attempt): its stdout not yet read, its stderr drained in the background."""
+    for attempt in range(1, attempts + 1):
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stderr is not None
+        widen_pipe(proc.stdout)
+        err = StderrTail(proc.stderr)
+        if attempt == attempts:
+            return proc, err
+        outcome = dumpstart.first_output(proc, stall=stall)
+        if outcome == dumpstart.FirstOutput.OUTPUT:
+            return proc, err
+        if outcome == dumpstart.FirstOutput.STALLED:
+            _kill(proc)
+            why = f"its connection to the database went unanswered for {stall:.0f} s"
+        else:
+            proc.wait()
+            text = errors.scrub(err.text(), secrets)
+            if not dumpstart.is_connect_failure(text):
+                return proc, err
+            why = errors.tail(text, 300)
+        LOG.warning("mysqldump did not connect (%s); attempt %d of %d, next in %.0f s", why, attempt, attempts, pause)
+        proc.stdout.close()
+        time.sleep(pause * attempt)
+    raise AssertionError("unreachable: the last attempt always returns")
+
+
 # ----------------------------------------------------------------------------- backup
 
 
@@ -267,12 +310,9 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
         dump_out: io.BufferedReader | io.BytesIO
         if meta["databases"]:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-            assert proc.stdout is not None and proc.stderr is not None
-            widen_pipe(proc.stdout)
+            proc, err = start_dump(argv, secrets=cfg.secrets)
             # Read in quarters of the widened pipe: see pipeline.chunks for why that size.
             dump_out = cast(io.BufferedReader, proc.stdout)  # IO[bytes] in typeshed; readinto is there
-            err = StderrTail(proc.stderr)
         else:  # a scoped backup of which nothing exists yet: it holds (and restores) nothing
             LOG.info("nothing of the scope %s exists on the server; the backup holds nothing", cfg.backup["scope"])
             dump_out = io.BytesIO(b"-- nothing of this backup's scope existed on the server\n")
