@@ -139,3 +139,44 @@ def test_classification() -> None:
     assert errors.from_s3(
         FakeClientError("XMinioStorageFull", 507), what="b", missing_means_not_found=False
     ).reason == (Reason.INSUFFICIENT_STORAGE)
+
+
+def test_the_restore_runs_as_many_streams_as_the_server_has_cpus_within_bounds() -> None:
+    from mysql_backup_operator.contract.config import DEFAULT_RESTORE_PARALLELISM, default_restore_parallelism
+
+    assert [default_restore_parallelism(n) for n in (1, 2, 3, 8, 64)] == [2, 2, 3, 8, 8]
+    assert default_restore_parallelism(None) == default_restore_parallelism(0) == DEFAULT_RESTORE_PARALLELISM
+
+
+def test_server_cpus_comes_from_thread_pool_size_and_mysql_has_none() -> None:
+    import pymysql
+    from mysql_backup_operator.agent.cli import server_cpus
+
+    class Cursor:
+        def __init__(self, row: tuple[object, ...] | None, fail: bool) -> None:
+            self.row, self.fail = row, fail
+
+        def __enter__(self) -> Cursor:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def execute(self, sql: str) -> None:
+            assert sql == "SELECT @@thread_pool_size"
+            if self.fail:
+                raise pymysql.err.OperationalError(1193, "Unknown system variable 'thread_pool_size'")
+
+        def fetchone(self) -> tuple[object, ...] | None:
+            return self.row
+
+    class Conn:
+        def __init__(self, row: tuple[object, ...] | None = None, fail: bool = False) -> None:
+            self.c = Cursor(row, fail)
+
+        def cursor(self) -> Cursor:
+            return self.c
+
+    assert server_cpus(Conn((2,))) == 2
+    assert server_cpus(Conn(fail=True)) is None
+    assert server_cpus(Conn((None,))) is None

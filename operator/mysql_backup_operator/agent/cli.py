@@ -31,7 +31,7 @@ from .. import __version__
 from ..api import Compression, Reason
 from ..contract import manifest as mf
 from ..contract import result as res
-from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE
+from ..contract.config import DEFAULT_RESTORE_PARALLELISM, LAYOUT_PER_TABLE, default_restore_parallelism
 from ..contract.keys import directory_of
 from ..contract.store import SCHEMES, ObjectStore, is_sdk_error
 from . import binlog, crypto, dumpstart, errors, interrupt, storage
@@ -92,6 +92,20 @@ def connect(cfg: AgentConfig, database: str | None = None) -> Any:
     except pymysql.err.MySQLError as e:
         code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
         raise errors.from_mysql_errno(code, str(e.args[1] if len(e.args) > 1 else e), what="connect") from None
+
+
+def server_cpus(conn: Any) -> int | None:
+    """The server's CPU count as MariaDB tells it (@@thread_pool_size defaults to it); None from
+    servers without that variable (MySQL)."""
+    import pymysql
+
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@thread_pool_size")
+            row = cur.fetchone()
+    except pymysql.err.MySQLError:
+        return None
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
@@ -718,13 +732,18 @@ def restore_per_table(
     restore runs neither prologue nor epilogue (they would drop and re-create the database):
     it creates the database if missing and replaces only the chosen tables.
     """
-    parallelism = max(1, int(cfg.restore.get("parallelism") or DEFAULT_RESTORE_PARALLELISM))
+    asked = int(cfg.restore.get("parallelism") or 0)
     sel = _selection(cfg, manifest)
     chosen = [o for o in manifest.objects if sel.wants(o)]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="verify") as pool:
+    verifiers = asked or DEFAULT_RESTORE_PARALLELISM  # reading the store, not loading the server
+    with concurrent.futures.ThreadPoolExecutor(max_workers=verifiers, thread_name_prefix="verify") as pool:
         list(pool.map(lambda o: _verify_key(store, o, identity=identity), manifest.objects))
     t_verified = time.monotonic()
-    connect(cfg).close()  # fail fast on credentials before streaming anything
+    conn = connect(cfg)  # fail fast on credentials before streaming anything
+    try:
+        parallelism = max(1, asked or default_restore_parallelism(server_cpus(conn)))
+    finally:
+        conn.close()
     defaults = write_defaults_file(cfg.db, os.environ.get("TMPDIR", "/tmp"))
     applier = _Applier(cfg, store, manifest, sel, defaults, identity=identity)
     applied = 0

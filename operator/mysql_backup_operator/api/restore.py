@@ -162,8 +162,9 @@ SPEC_SCHEMA = obj(
         "parallelism": prop(
             "integer",
             description=(
-                "Concurrent mysql streams loading the tables of a perTable backup (default 4). Single-object "
-                "backups always restore as one stream."
+                "Concurrent mysql streams loading the tables of a perTable backup (default: the database "
+                "server's CPU count as MariaDB reports it, between 2 and 8; 4 when the server does not tell). "
+                "Single-object backups always restore as one stream."
             ),
             minimum=1,
             maximum=MAX_PARALLELISM,
