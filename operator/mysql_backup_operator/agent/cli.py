@@ -280,13 +280,9 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     # Key problems fail before the database is even asked anything.
     recipient, encryption = crypto.recipient_for(cfg.encryption_key) if cfg.encrypted else (None, None)
-    # The store's client (boto3's import and set-up, 0.1-0.4 s in a fresh pod) is made while the
-    # database answers the metadata queries and the dump starts; nothing is uploaded before both.
-    opener = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-    store_future = opener.submit(storage.open_store, cfg.storage)
-    opener.shutdown(wait=False)
     meta = collect_metadata(cfg)
     t_meta = time.monotonic()
+    store = storage.open_store(cfg.storage)
     compression = cfg.compression
     tmpdir = os.environ.get("TMPDIR", "/tmp")
     defaults = write_defaults_file(cfg.db, tmpdir)
@@ -311,15 +307,6 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
         argv = with_output_buffer(argv, stdbuf=shutil.which("stdbuf"))
         metadata = {"mysqlbackup-backup": str(cfg.backup.get("name", "")), "mysqlbackup-compression": compression}
         level = cfg.backup.get("compressionLevel")
-        dump_out: io.BufferedReader | io.BytesIO
-        if meta["databases"]:
-            proc, err = start_dump(argv, secrets=cfg.secrets)
-            # Read in quarters of the widened pipe: see pipeline.chunks for why that size.
-            dump_out = cast(io.BufferedReader, proc.stdout)  # IO[bytes] in typeshed; readinto is there
-        else:  # a scoped backup of which nothing exists yet: it holds (and restores) nothing
-            LOG.info("nothing of the scope %s exists on the server; the backup holds nothing", cfg.backup["scope"])
-            dump_out = io.BytesIO(b"-- nothing of this backup's scope existed on the server\n")
-        store = store_future.result()
         try:
             with interrupt.shielded():  # see agent/interrupt.py: an opened upload is always abortable
                 if per_table:
@@ -335,6 +322,14 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                     writer = store.writer(cfg.storage.dump_key, metadata=metadata)
         except Exception as e:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
+        dump_out: io.BufferedReader | io.BytesIO
+        if meta["databases"]:
+            proc, err = start_dump(argv, secrets=cfg.secrets)
+            # Read in quarters of the widened pipe: see pipeline.chunks for why that size.
+            dump_out = cast(io.BufferedReader, proc.stdout)  # IO[bytes] in typeshed; readinto is there
+        else:  # a scoped backup of which nothing exists yet: it holds (and restores) nothing
+            LOG.info("nothing of the scope %s exists on the server; the backup holds nothing", cfg.backup["scope"])
+            dump_out = io.BytesIO(b"-- nothing of this backup's scope existed on the server\n")
         t_stream = time.monotonic()
         try:
             if split is not None:
@@ -368,10 +363,9 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                     )
                 ]
             LOG.info(
-                "metadata %.2fs, dump start and store %.2fs, stream %.2fs (%d bytes -> %d stored in %d objects, "
-                "%.2fs waiting for upload slots), upload completion %.2fs",
+                "metadata %.2fs, stream %.2fs (%d bytes -> %d stored in %d objects, %.2fs waiting for upload "
+                "slots), upload completion %.2fs",
                 t_meta - t0,
-                t_stream - t_meta,
                 t_complete - t_stream,
                 stats.raw_bytes,
                 sum(o.stored_bytes or 0 for o in objects),
