@@ -142,3 +142,45 @@ def test_a_real_dump_whose_syn_goes_unanswered_is_killed_and_started_again(tmp_p
     assert "running: True" in out.stdout
     seconds = float(out.stdout.split("returned after ")[1].split(" s")[0])
     assert 1 <= seconds < 10
+
+
+def test_a_restore_client_that_never_connected_runs_again_and_other_failures_do_not() -> None:
+    from mysql_backup_operator.agent.errors import AgentError
+
+    refused = cli._client_error("ERROR 2002 (HY000): Can't connect to server on '127.0.0.1' (115)", 1, what="r")
+    assert isinstance(refused, cli._NotConnected)
+    assert refused.error.reason == "DatabaseUnavailable"
+    duplicate = cli._client_error("ERROR 1062 (23000) at line 2003: Duplicate entry '1' for key 'PRIMARY'", 1, what="r")
+    assert isinstance(duplicate, AgentError) and not isinstance(duplicate, cli._NotConnected)
+    lost = cli._client_error("ERROR 2013 (HY000) at line 9: Lost connection to server during query", 1, what="r")
+    assert not isinstance(lost, cli._NotConnected)  # it had run statements: never run again
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise refused
+        return "loaded"
+
+    assert cli._with_connect_retries(flaky, what="t", pause=0) == "loaded" and len(calls) == 3
+
+    def never() -> str:
+        raise refused
+
+    with pytest.raises(AgentError) as info:
+        cli._with_connect_retries(never, what="t", attempts=2, pause=0)
+    assert info.value is refused.error
+
+
+def test_the_real_client_reports_a_refused_connection_as_never_connected(tmp_path: Path) -> None:
+    from mysql_backup_operator.agent.config import DbConfig
+    from mysql_backup_operator.agent.sqlstream import mysql_command, write_defaults_file
+
+    db = DbConfig(host="127.0.0.1", port=1, user="u", password="p", databases=(), tls_enabled=False, tls_ca_file=None)
+    defaults = write_defaults_file(db, str(tmp_path))
+    argv = mysql_command(binary=cli.client_binary("mariadb", "mysql"), defaults_file=defaults, db=db)
+    assert "--skip-reconnect" in argv
+    out = subprocess.run(argv, input=b"SELECT 1;\n", capture_output=True, timeout=30)
+    assert out.returncode != 0
+    assert isinstance(cli._client_error(out.stderr.decode(), out.returncode, what="r"), cli._NotConnected)

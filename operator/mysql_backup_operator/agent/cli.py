@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 from .. import __version__
 from ..api import Compression, Reason
@@ -270,6 +270,44 @@ def start_dump(
         proc.stdout.close()
         time.sleep(pause * attempt)
     raise AssertionError("unreachable: the last attempt always returns")
+
+
+class _NotConnected(Exception):
+    """A restore client that exited without ever connecting: it ran nothing, so it may run again."""
+
+    def __init__(self, error: AgentError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _client_error(stderr: str, code: int, *, what: str) -> Exception:
+    error = errors.from_tool_stderr(stderr, code, tool="mysql", what=what)
+    return _NotConnected(error) if dumpstart.is_connect_failure(stderr) else error
+
+
+T = TypeVar("T")
+
+
+def _with_connect_retries(
+    run: Callable[[], T], *, what: str, attempts: int = DUMP_ATTEMPTS, pause: float = DUMP_RETRY_PAUSE
+) -> T:
+    """`run()`, again after a pause when its mysql client never connected (see _NotConnected)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return run()
+        except _NotConnected as e:
+            if attempt == attempts:
+                raise e.error from None
+            LOG.warning(
+                "mysql did not connect for %s (%s); attempt %d of %d, next in %.0f s",
+                what,
+                errors.tail(e.error.message, 300),
+                attempt,
+                attempts,
+                pause * attempt,
+            )
+            time.sleep(pause * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 # ----------------------------------------------------------------------------- backup
@@ -560,33 +598,40 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
     if sorted(databases) != sorted(backed_up) or target:
         filt = DatabaseFilter(databases, target)
     defaults = write_defaults_file(cfg.db, os.environ.get("TMPDIR", "/tmp"))
-    proc: subprocess.Popen[bytes] | None = None
-    applied = 0
-    try:
-        argv = mysql_command(binary=client_binary("mariadb", "mysql"), defaults_file=defaults, db=cfg.db)
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert proc.stdin is not None and proc.stderr is not None
-        err = StderrTail(proc.stderr)
+    argv = mysql_command(binary=client_binary("mariadb", "mysql"), defaults_file=defaults, db=cfg.db)
+
+    def load() -> int:
+        proc: subprocess.Popen[bytes] | None = None
         try:
-            stored = crypto.maybe_decrypt(store.iter(cfg.storage.dump_key), identity, what=cfg.storage.dump_key)
-            stream: Iterator[bytes] = decompress(stored, declared)
-            applied = _feed_sql(proc.stdin, stream, filt)
-        except AgentError:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            assert proc.stdin is not None and proc.stderr is not None
+            err = StderrTail(proc.stderr)
+            try:
+                stored = crypto.maybe_decrypt(store.iter(cfg.storage.dump_key), identity, what=cfg.storage.dump_key)
+                stream: Iterator[bytes] = decompress(stored, declared)
+                fed = _feed_sql(proc.stdin, stream, filt)
+            except AgentError:
+                raise
+            except Exception as e:
+                if _is_storage_error(e):
+                    raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
+                raise AgentError(
+                    Reason.RESTORE_FAILED, f"cannot decode the backup stream: {e}", permanent=True
+                ) from None
+            code = proc.wait()
+            if code != 0:
+                raise _client_error(errors.scrub(err.text(), cfg.secrets), code, what="restore")
+            return fed
+        except BaseException:
+            _kill(proc)
             raise
-        except Exception as e:
-            if _is_storage_error(e):
-                raise errors.from_s3(e, what="restore", missing_means_not_found=True) from None
-            raise AgentError(Reason.RESTORE_FAILED, f"cannot decode the backup stream: {e}", permanent=True) from None
-        code = proc.wait()
-        if code != 0:
-            raise errors.from_tool_stderr(errors.scrub(err.text(), cfg.secrets), code, tool="mysql", what="restore")
+
+    try:
+        applied = _with_connect_retries(load, what="the restore")
         if filt and databases and not filt.seen:
             raise AgentError(
                 Reason.RESTORE_FAILED, "none of the selected databases was found in the dump", permanent=True
             )
-    except BaseException:
-        _kill(proc)
-        raise
     finally:
         with contextlib.suppress(OSError):
             os.unlink(defaults)
@@ -674,6 +719,10 @@ class _Applier:
         self.stopped = threading.Event()
 
     def apply(self, o: mf.ManifestObject, prefix: bytes = b"") -> int:
+        what = f"{o.database}.{o.table}" if o.table else str(o.kind)
+        return _with_connect_retries(lambda: self._apply_once(o, prefix), what=what)
+
+    def _apply_once(self, o: mf.ManifestObject, prefix: bytes) -> int:
         if self.stopped.is_set():
             return 0
         proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -706,7 +755,7 @@ class _Applier:
             self.procs.discard(proc)
         if code != 0:
             what = f"restore of {o.database}.{o.table}" if o.table else f"restore ({o.kind})"
-            raise errors.from_tool_stderr(errors.scrub(err.text(), self.cfg.secrets), code, tool="mysql", what=what)
+            raise _client_error(errors.scrub(err.text(), self.cfg.secrets), code, what=what)
         return applied
 
     def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""Telling a dump that cannot connect from one that is working, before a byte of it is stored.
+"""Telling a dump (or a restore's client) that never connected from one that is working.
 
 Why this exists: a connection attempt whose SYN goes unanswered (a network blip, a node's
 conntrack or NAT dropping one flow) hangs mariadb-dump for about two minutes, the kernel's SYN
@@ -30,8 +30,12 @@ _TCP_SYN_SENT = "02"
 # What mariadb-dump and mysqldump print when they never got a connection (errmsg.h: 2002 socket,
 # 2003 TCP, 2005 unknown host; 2013 during the greeting). Access denied is not among them:
 # retrying it only locks accounts.
+# mariadb-dump says "Got error: 2002: ...", mysql "ERROR 2002 (HY000): ..."; a bare number could be
+# a line number ("at line 2003").
 _CONNECT_FAILURE = re.compile(
-    r"Can't connect|Unknown (MySQL|MariaDB) server host|\b200[235]\b|reading initial communication packet", re.I
+    r"Can't connect|Unknown (MySQL|MariaDB) server host|(?:ERROR |error: )200[235]\b|"
+    r"reading initial communication packet",
+    re.I,
 )
 
 

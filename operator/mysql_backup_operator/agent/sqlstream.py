@@ -107,10 +107,20 @@ def with_output_buffer(argv: Sequence[str], *, stdbuf: str | None) -> list[str]:
     return [stdbuf, f"-o{DUMP_STDOUT_BUFFER}", *argv] if stdbuf else list(argv)
 
 
+# A restore's client never reconnects: a new session would lose the stream's SET statements
+# (foreign_key_checks, time_zone, sql_mode, the character set) and go on loading under other
+# rules. Batch mode already implies it; saying so keeps it true for every client version. An
+# unanswered connect fails after CLIENT_CONNECT_TIMEOUT seconds, not the kernel's two minutes,
+# and is then retried (cli._with_connect_retries): a client that never connected ran nothing.
+CLIENT_CONNECT_TIMEOUT = 20
+
+
 def mysql_command(*, binary: str, defaults_file: str, db: DbConfig) -> list[str]:
     return [
         binary,
         f"--defaults-extra-file={defaults_file}",
+        f"--connect-timeout={CLIENT_CONNECT_TIMEOUT}",
+        "--skip-reconnect",
         "--binary-mode",
         "--default-character-set=utf8mb4",
         "--max-allowed-packet=1G",
