@@ -563,6 +563,15 @@ def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(sorted(runs, key=lambda r: float(r["seconds"]))[(len(runs) - 1) // 2])
 
 
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run, every run's time, and for CR rows the highest pod peak of all runs."""
+    out = {**median(runs), "runs": [r["seconds"] for r in runs]}
+    if "peakMiB" in runs[0]:
+        peak = max(runs, key=lambda r: float(r["peakMiB"]))
+        out |= {"peakMiB": peak["peakMiB"], "processes": peak["processes"]}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=2_000_000, help="rows per table (default 2,000,000)")
@@ -664,18 +673,9 @@ def main() -> int:
             if "backup" not in args.skip:
                 bench.run_backup("bench-backup" if i == 0 else f"bench-backup-{i + 1}")
                 backups.append(bench.results["backup"])
-        if refs:
-            bench.results["reference"] = {**median(refs), "runs": [r["seconds"] for r in refs]}
-        if pod_refs:
-            bench.results["referencePod"] = {**median(pod_refs), "runs": [r["seconds"] for r in pod_refs]}
-        if backups:
-            peak = max(backups, key=lambda b: b["peakMiB"])
-            bench.results["backup"] = {
-                **median(backups),
-                "runs": [b["seconds"] for b in backups],
-                "peakMiB": peak["peakMiB"],
-                "processes": peak["processes"],
-            }
+        for key, runs in (("reference", refs), ("referencePod", pod_refs), ("backup", backups)):
+            if runs:
+                bench.results[key] = summary(runs)
         # The same for the restore side: the single stream and the Restore CR alternate.
         singles: list[dict[str, Any]] = []
         restores: list[dict[str, Any]] = []
@@ -686,16 +686,9 @@ def main() -> int:
             if "restore" not in args.skip:
                 bench.run_restore(name="bench-restore" if i == 0 else f"bench-restore-{i + 1}")
                 restores.append(bench.results["restore"])
-        if singles:
-            bench.results["zstd|mysql"] = {**median(singles), "runs": [r["seconds"] for r in singles]}
-        if restores:
-            peak = max(restores, key=lambda r: r["peakMiB"])
-            bench.results["restore"] = {
-                **median(restores),
-                "runs": [r["seconds"] for r in restores],
-                "peakMiB": peak["peakMiB"],
-                "processes": peak["processes"],
-            }
+        for key, runs in (("zstd|mysql", singles), ("restore", restores)):
+            if runs:
+                bench.results[key] = summary(runs)
     finally:
         # Backups first, while their credentials Secret still exists, so their objects are deleted.
         with contextlib.suppress(Exception):
