@@ -266,9 +266,10 @@ def start_dump(
             if not dumpstart.is_connect_failure(text):
                 return proc, err
             why = errors.tail(text, 300)
-        LOG.warning("mysqldump did not connect (%s); attempt %d of %d, next in %.0f s", why, attempt, attempts, pause)
+        wait = pause * attempt
+        LOG.warning("mysqldump did not connect (%s); attempt %d of %d, next in %.0f s", why, attempt, attempts, wait)
         proc.stdout.close()
-        time.sleep(pause * attempt)
+        time.sleep(wait)
     raise AssertionError("unreachable: the last attempt always returns")
 
 
