@@ -157,19 +157,19 @@ def test_a_restore_client_that_never_connected_runs_again_and_other_failures_do_
 
     calls: list[int] = []
 
-    def flaky() -> str:
+    def flaky(last: bool) -> str:
         calls.append(1)
         if len(calls) < 3:
             raise refused
         return "loaded"
 
-    assert cli._with_connect_retries(flaky, what="t", pause=0) == "loaded" and len(calls) == 3
+    assert cli._with_connect_retries(flaky, tool="mysql", pause=0) == "loaded" and len(calls) == 3
 
-    def never() -> str:
+    def never(last: bool) -> str:
         raise refused
 
     with pytest.raises(AgentError) as info:
-        cli._with_connect_retries(never, what="t", attempts=2, pause=0)
+        cli._with_connect_retries(never, tool="mysql", attempts=2, pause=0)
     assert info.value is refused.error
 
 

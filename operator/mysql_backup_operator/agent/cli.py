@@ -237,6 +237,37 @@ DUMP_RETRY_PAUSE = 2.0
 DUMP_CONNECT_STALL = 15.0
 
 
+class _NotConnected(Exception):
+    """A dump or restore client that exited (or was stopped) without ever connecting: it ran
+    nothing and stored nothing, so it may run again. `error` is what to report if it is the last."""
+
+    def __init__(self, error: AgentError, why: str) -> None:
+        super().__init__(why)
+        self.error, self.why = error, why
+
+
+T = TypeVar("T")
+
+
+def _with_connect_retries(
+    run: Callable[[bool], T], *, tool: str, attempts: int = DUMP_ATTEMPTS, pause: float = DUMP_RETRY_PAUSE
+) -> T:
+    """`run(last)`, again after 2 s, then 4 s, while it raises _NotConnected; `last` tells the
+    final attempt, which reports its failure as it is."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return run(attempt == attempts)
+        except _NotConnected as e:
+            if attempt == attempts:
+                raise e.error from None
+            wait = pause * attempt
+            LOG.warning(
+                "%s did not connect (%s); attempt %d of %d, next in %.0f s", tool, e.why, attempt, attempts, wait
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def start_dump(
     argv: list[str],
     *,
@@ -246,13 +277,15 @@ def start_dump(
     stall: float = DUMP_CONNECT_STALL,
 ) -> tuple[subprocess.Popen[bytes], StderrTail]:
     """The dump process, once it is streaming (or has failed for a reason a retry cannot fix,
-    or on its last attempt): its stdout not yet read, its stderr drained in the background."""
-    for attempt in range(1, attempts + 1):
+    or on its last attempt, which is left to connect as late as it may): its stdout not yet
+    read, its stderr drained in the background."""
+
+    def once(last: bool) -> tuple[subprocess.Popen[bytes], StderrTail]:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stderr is not None
         widen_pipe(proc.stdout)
         err = StderrTail(proc.stderr)
-        if attempt == attempts:
+        if last:
             return proc, err
         outcome = dumpstart.first_output(proc, stall=stall)
         if outcome == dumpstart.FirstOutput.OUTPUT:
@@ -260,55 +293,25 @@ def start_dump(
         if outcome == dumpstart.FirstOutput.STALLED:
             _kill(proc)
             why = f"its connection to the database went unanswered for {stall:.0f} s"
+            error = AgentError(Reason.DATABASE_UNAVAILABLE, f"mysqldump: {why}", permanent=False)
         else:
-            proc.wait()
+            code = proc.wait()
             text = errors.scrub(err.text(), secrets)
             if not dumpstart.is_connect_failure(text):
                 return proc, err
             why = errors.tail(text, 300)
-        wait = pause * attempt
-        LOG.warning("mysqldump did not connect (%s); attempt %d of %d, next in %.0f s", why, attempt, attempts, wait)
+            error = errors.from_tool_stderr(text, code, tool="mysqldump", what="backup")
         proc.stdout.close()
-        time.sleep(wait)
-    raise AssertionError("unreachable: the last attempt always returns")
+        raise _NotConnected(error, why)  # `error` goes unused: the last attempt is returned, never raised
 
-
-class _NotConnected(Exception):
-    """A restore client that exited without ever connecting: it ran nothing, so it may run again."""
-
-    def __init__(self, error: AgentError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    return _with_connect_retries(once, tool="mysqldump", attempts=attempts, pause=pause)
 
 
 def _client_error(stderr: str, code: int, *, what: str) -> Exception:
     error = errors.from_tool_stderr(stderr, code, tool="mysql", what=what)
-    return _NotConnected(error) if dumpstart.is_connect_failure(stderr) else error
-
-
-T = TypeVar("T")
-
-
-def _with_connect_retries(
-    run: Callable[[], T], *, what: str, attempts: int = DUMP_ATTEMPTS, pause: float = DUMP_RETRY_PAUSE
-) -> T:
-    """`run()`, again after a pause when its mysql client never connected (see _NotConnected)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return run()
-        except _NotConnected as e:
-            if attempt == attempts:
-                raise e.error from None
-            LOG.warning(
-                "mysql did not connect for %s (%s); attempt %d of %d, next in %.0f s",
-                what,
-                errors.tail(e.error.message, 300),
-                attempt,
-                attempts,
-                pause * attempt,
-            )
-            time.sleep(pause * attempt)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    if dumpstart.is_connect_failure(stderr):
+        return _NotConnected(error, f"{what}: {errors.tail(stderr, 300)}")
+    return error
 
 
 # ----------------------------------------------------------------------------- backup
@@ -628,7 +631,7 @@ def restore(cfg: AgentConfig) -> dict[str, Any]:
             raise
 
     try:
-        applied = _with_connect_retries(load, what="the restore")
+        applied = _with_connect_retries(lambda last: load(), tool="mysql")
         if filt and databases and not filt.seen:
             raise AgentError(
                 Reason.RESTORE_FAILED, "none of the selected databases was found in the dump", permanent=True
@@ -720,8 +723,7 @@ class _Applier:
         self.stopped = threading.Event()
 
     def apply(self, o: mf.ManifestObject, prefix: bytes = b"") -> int:
-        what = f"{o.database}.{o.table}" if o.table else str(o.kind)
-        return _with_connect_retries(lambda: self._apply_once(o, prefix), what=what)
+        return _with_connect_retries(lambda last: self._apply_once(o, prefix), tool="mysql")
 
     def _apply_once(self, o: mf.ManifestObject, prefix: bytes) -> int:
         if self.stopped.is_set():
