@@ -493,22 +493,27 @@ class Bench:
         if "dump" in r:
             rows.append(("mariadb-dump > /dev/null", f"{r['dump']['seconds']:.1f}", mbps(r["dump"]["seconds"]), "", ""))
         if ref:
-            runs = r["reference"].get("runs") or []
-            label = f"reference dump|zstd -3 -T0|boto3{' (median of ' + str(len(runs)) + ')' if len(runs) > 1 else ''}"
-            rows.append((label, f"{ref:.1f}", mbps(ref), "", "1.00x (by definition)"))
+            rows.append(
+                (
+                    labelled("reference dump|zstd -3 -T0|boto3", r["reference"]),
+                    f"{ref:.1f}",
+                    mbps(ref),
+                    "",
+                    "1.00x (by definition)",
+                )
+            )
         pod_ref = r.get("referencePod", {})
         if pod_ref:
-            runs = pod_ref.get("runs") or []
-            label = f"reference, in a pod on the node{' (median of ' + str(len(runs)) + ')' if len(runs) > 1 else ''}"
+            label = labelled("reference, in a pod on the node", pod_ref)
             rows.append(("  " + label, f"{pod_ref['inner']:.1f}", mbps(pod_ref["inner"]), "", "pipeline's own time"))
             rows.append(("    pod create -> terminated", f"{pod_ref['seconds']:.1f}", mbps(pod_ref["seconds"]), "", ""))
         if "backup" in r:
             b = r["backup"]
             ratio = f"{ref / b['seconds']:.2f}x (target >= {TARGET_BACKUP_RATIO})" if ref else ""
             mem = f"{b['peakMiB']:.0f} MiB / {b['processes']} procs (target <= {TARGET_PEAK_MIB})"
-            runs = b.get("runs") or []
-            label = f"Backup CR create -> Completed{' (median of ' + str(len(runs)) + ')' if len(runs) > 1 else ''}"
-            rows.append((label, f"{b['seconds']:.1f}", mbps(b["seconds"]), mem, ratio))
+            rows.append(
+                (labelled("Backup CR create -> Completed", b), f"{b['seconds']:.1f}", mbps(b["seconds"]), mem, ratio)
+            )
             if pod_ref:
                 rows.append(
                     (
@@ -535,12 +540,22 @@ class Bench:
                     )
                 )
         if single:
-            rows.append(("zstd -dc | mariadb (1 stream)", f"{single:.1f}", mbps(single), "", "1.00x (by definition)"))
+            rows.append(
+                (
+                    labelled("zstd -dc | mariadb (1 stream)", r["zstd|mysql"]),
+                    f"{single:.1f}",
+                    mbps(single),
+                    "",
+                    "1.00x (by definition)",
+                )
+            )
         if "restore" in r:
             x = r["restore"]
             speed = f"{single / x['seconds']:.2f}x (target >= {TARGET_RESTORE_SPEEDUP})" if single else ""
             mem = f"{x['peakMiB']:.0f} MiB / {x['processes']} procs (target <= {TARGET_PEAK_MIB})"
-            rows.append(("Restore CR, restore part", f"{x['seconds']:.1f}", mbps(x["seconds"]), mem, speed))
+            rows.append(
+                (labelled("Restore CR, restore part", x), f"{x['seconds']:.1f}", mbps(x["seconds"]), mem, speed)
+            )
             if x.get("agentSeconds"):
                 inner = f"{single / x['agentSeconds']:.2f}x" if single else ""
                 rows.append(("  status.durationSeconds", f"{x['agentSeconds']:.1f}", "", "", inner))
@@ -553,6 +568,12 @@ class Bench:
         size += f", layout {self.layout}, restore streams {streams}"
         size += ", encrypted (age)" if self.encrypted else ""
         return f"\n{size}\n" + "\n".join(lines)
+
+
+def labelled(name: str, result: dict[str, Any]) -> str:
+    """A row's name, saying when its figure is the median of several runs."""
+    runs = result.get("runs") or []
+    return f"{name} (median of {len(runs)})" if len(runs) > 1 else name
 
 
 STREAMS = re.compile(r"(\d+) streams\)")
@@ -570,6 +591,18 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         peak = max(runs, key=lambda r: float(r["peakMiB"]))
         out |= {"peakMiB": peak["peakMiB"], "processes": peak["processes"]}
     return out
+
+
+def alternate(bench: Bench, steps: list[tuple[str, str, Callable[[int], None]]], *, rounds: int) -> None:
+    """Runs the steps one after the other, `rounds` times, and keeps each one's summary()."""
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for _, key, _ in steps}
+    for i in range(rounds):
+        for _, key, run in steps:
+            run(i)
+            runs[key].append(bench.results[key])
+    for key, results in runs.items():
+        if results:
+            bench.results[key] = summary(results)
 
 
 def main() -> int:
@@ -659,36 +692,23 @@ def main() -> int:
         )
         if "dump" not in args.skip:
             bench.run_dump()
-        # On a shared machine the load drifts: reference and Backup CR alternate, medians reported.
-        refs: list[dict[str, Any]] = []
-        pod_refs: list[dict[str, Any]] = []
-        backups: list[dict[str, Any]] = []
-        for i in range(args.repeat):
-            if "reference" not in args.skip:
-                bench.run_reference()
-                refs.append(bench.results["reference"])
-            if "reference-pod" not in args.skip:
-                bench.run_reference_in_pod(i)
-                pod_refs.append(bench.results["referencePod"])
-            if "backup" not in args.skip:
-                bench.run_backup("bench-backup" if i == 0 else f"bench-backup-{i + 1}")
-                backups.append(bench.results["backup"])
-        for key, runs in (("reference", refs), ("referencePod", pod_refs), ("backup", backups)):
-            if runs:
-                bench.results[key] = summary(runs)
-        # The same for the restore side: the single stream and the Restore CR alternate.
-        singles: list[dict[str, Any]] = []
-        restores: list[dict[str, Any]] = []
-        for i in range(args.repeat):
-            if "zstd-mysql" not in args.skip:
-                bench.run_zstd_mysql()
-                singles.append(bench.results["zstd|mysql"])
-            if "restore" not in args.skip:
-                bench.run_restore(name="bench-restore" if i == 0 else f"bench-restore-{i + 1}")
-                restores.append(bench.results["restore"])
-        for key, runs in (("zstd|mysql", singles), ("restore", restores)):
-            if runs:
-                bench.results[key] = summary(runs)
+        # On a shared machine the load drifts: each reference alternates with the CR it is the
+        # yardstick for, and the medians are reported.
+        backup_side: list[tuple[str, str, Callable[[int], None]]] = [
+            ("reference", "reference", lambda i: bench.run_reference()),
+            ("reference-pod", "referencePod", bench.run_reference_in_pod),
+            ("backup", "backup", lambda i: bench.run_backup("bench-backup" if i == 0 else f"bench-backup-{i + 1}")),
+        ]
+        restore_side: list[tuple[str, str, Callable[[int], None]]] = [
+            ("zstd-mysql", "zstd|mysql", lambda i: bench.run_zstd_mysql()),
+            (
+                "restore",
+                "restore",
+                lambda i: bench.run_restore(name=f"bench-restore-{i + 1}" if i else "bench-restore"),
+            ),
+        ]
+        for steps in (backup_side, restore_side):
+            alternate(bench, [s for s in steps if s[0] not in args.skip], rounds=args.repeat)
     finally:
         # Backups first, while their credentials Secret still exists, so their objects are deleted.
         with contextlib.suppress(Exception):
