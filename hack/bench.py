@@ -81,6 +81,12 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
 def _comm(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -96,12 +102,14 @@ def _agent_roots(marker: bytes) -> list[int]:
         with contextlib.suppress(OSError):
             if AGENT_MARK in (p / "cmdline").read_bytes() and marker in (p / "environ").read_bytes():
                 roots.append(int(p.name))
-    return roots
+    kids = _children()
+    return [r for r in roots if not any(r in kids.get(o, []) for o in roots)]
 
 
 @dataclass
 class PodMemory:
-    """Samples the sum of RSS over an agent pod's process tree until stopped; keeps the peak."""
+    """Samples the sum of RSS over an agent pod's process tree until stopped; keeps the peak.
+    Forked children that have not yet run exec are not counted (see `_tree`)."""
 
     marker: bytes
     interval: float = 0.05
@@ -113,12 +121,16 @@ class PodMemory:
     _thread: threading.Thread | None = None
 
     def _tree(self, roots: list[int]) -> list[int]:
+        """The pod's processes, less any child caught between fork and exec: it still has its
+        parent's command line and shares its parent's pages, so its RSS would count the agent
+        twice (one run reported 166 MiB as two 78 MiB agents, at a zstd start)."""
         kids = _children()
         out, todo = [], list(roots)
         while todo:
             pid = todo.pop()
             out.append(pid)
-            todo.extend(kids.get(pid, []))
+            cmd = _cmdline(pid)
+            todo.extend(k for k in kids.get(pid, []) if _cmdline(k) != cmd)
         return out
 
     def _run(self) -> None:

@@ -67,3 +67,40 @@ def test_part_size_grows_to_stay_within_ten_thousand_parts() -> None:
     assert part_size_for(1) == part_size_for(2000) == 8 * 2**20
     assert part_size_for(2001) == 16 * 2**20
     assert sum(part_size_for(n) for n in range(1, 10001)) > 400 * 2**30
+
+
+def test_an_uploaded_part_is_freed_before_its_slot_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays at `max_in_flight` parts plus the one being filled: the writer may only
+    allocate its next buffer once an uploaded part's buffer is gone."""
+    from mysql_backup_operator.contract import parts
+
+    alive: set[int] = set()
+
+    class Tracked(bytearray):
+        def __init__(self, *a: Any) -> None:
+            super().__init__(*a)
+            alive.add(id(self))
+
+        def __del__(self) -> None:
+            alive.discard(id(self))
+
+    monkeypatch.setattr(parts, "bytearray", Tracked, raising=False)
+    most = 0
+
+    class Copying(FakeS3):  # keeps the bytes, not the buffer
+        def upload_part(self, *, PartNumber: int, Body: bytes, **kw: Any) -> dict[str, str]:
+            return super().upload_part(PartNumber=PartNumber, Body=bytes(Body), **kw)
+
+    w = MultipartWriter(Copying(), "b", "k", part_size=64, max_in_flight=1)
+    real_release = w.slots.release
+
+    def release() -> None:
+        nonlocal most
+        most = max(most, len(alive))
+        real_release()
+
+    monkeypatch.setattr(w.slots, "release", release)
+    for _ in range(40):
+        w.write(b"x" * 16)
+    w.complete()
+    assert 0 < most <= 1  # only the buffer being filled is alive when a slot frees

@@ -107,12 +107,16 @@ class PartWriter:
         number = len(self.parts) + 1
         offset = self.submitted
         self.submitted += len(chunk)
-        self.parts.append(self.pool.submit(self._run, number, chunk, offset, last))
+        self.parts.append(self.pool.submit(self._run, number, [chunk], offset, last))
 
-    def _run(self, number: int, chunk: bytearray, offset: int, last: bool) -> Any:
+    def _run(self, number: int, box: list[bytearray], offset: int, last: bool) -> Any:
         try:
-            return self._upload_part(number, chunk, offset=offset, last=last)
+            return self._upload_part(number, box[0], offset=offset, last=last)
         finally:
+            # The part's buffer goes before its slot does. The pool's work item keeps its
+            # arguments until the call returns, so a slot released first let the writer fill a
+            # new buffer while the uploaded one was still alive: one part more at the peak.
+            box.clear()
             self.slots.release()
 
     def complete(self) -> None:
