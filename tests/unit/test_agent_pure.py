@@ -180,3 +180,27 @@ def test_server_cpus_comes_from_thread_pool_size_and_mysql_has_none() -> None:
     assert server_cpus(Conn((2,))) == 2
     assert server_cpus(Conn(fail=True)) is None
     assert server_cpus(Conn((None,))) is None
+
+
+def test_the_restores_buffers_sit_under_the_fixed_mmap_threshold() -> None:
+    """A restore's own buffers (the store's reads, decompressed pieces) come from the arenas and
+    are reused: above the threshold each one was a fresh mmap and its page faults (agent/memory.py)."""
+    from mysql_backup_operator.agent.memory import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, SETTINGS
+    from mysql_backup_operator.agent.sqlstream import DECOMPRESSED_PIECE
+    from mysql_backup_operator.contract.store import READ_CHUNK
+
+    overhead = 64 * 1024  # a bytes object's header and malloc's own, with room to spare
+    assert SETTINGS[M_MMAP_THRESHOLD] >= max(READ_CHUNK, DECOMPRESSED_PIECE) + overhead
+    assert SETTINGS[M_TRIM_THRESHOLD] >= SETTINGS[M_MMAP_THRESHOLD]
+
+
+def test_a_backups_part_buffers_are_mapped_and_its_reads_are_not() -> None:
+    """Part buffers above the backup's fixed threshold are returned when their upload ends; zstd's
+    output reads under it are reused rather than mapped and faulted in one by one."""
+    from mysql_backup_operator.agent.memory import BACKUP_SETTINGS, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    from mysql_backup_operator.agent.pipeline import READ_CHUNK as ZSTD_READ
+    from mysql_backup_operator.contract.store import DEFAULT_PART_SIZE
+
+    threshold = BACKUP_SETTINGS[M_MMAP_THRESHOLD]
+    assert ZSTD_READ + 64 * 1024 <= threshold < DEFAULT_PART_SIZE
+    assert BACKUP_SETTINGS[M_TRIM_THRESHOLD] >= threshold

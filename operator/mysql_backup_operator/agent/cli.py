@@ -37,7 +37,7 @@ from ..contract.store import SCHEMES, ObjectStore, is_sdk_error
 from . import binlog, crypto, dumpstart, errors, interrupt, storage
 from .config import AgentConfig, load
 from .errors import AgentError
-from .memory import tune_malloc
+from .memory import BACKUP_SETTINGS, SETTINGS, tune_malloc
 from .pipeline import SplitUpload, compress_stream, widen_pipe
 from .sqlstream import (
     PER_TABLE_DUMP_FLAGS,
@@ -325,6 +325,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
     meta = collect_metadata(cfg)
     t_meta = time.monotonic()
     store = storage.open_store(cfg.storage)
+    t_store = time.monotonic()
     compression = cfg.compression
     tmpdir = os.environ.get("TMPDIR", "/tmp")
     defaults = write_defaults_file(cfg.db, tmpdir)
@@ -364,6 +365,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                     writer = store.writer(cfg.storage.dump_key, metadata=metadata)
         except Exception as e:
             raise errors.from_s3(e, what="backup", missing_means_not_found=False) from None
+        t_uploads = time.monotonic()
         dump_out: io.BufferedReader | io.BytesIO
         if meta["databases"]:
             proc, err = start_dump(argv, secrets=cfg.secrets)
@@ -405,9 +407,12 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                     )
                 ]
             LOG.info(
-                "metadata %.2fs, stream %.2fs (%d bytes -> %d stored in %d objects, %.2fs waiting for upload "
-                "slots), upload completion %.2fs",
+                "metadata %.2fs, store %.2fs, uploads opened %.2fs, dump started %.2fs, stream %.2fs (%d bytes -> "
+                "%d stored in %d objects, %.2fs waiting for upload slots), upload completion %.2fs",
                 t_meta - t0,
+                t_store - t_meta,
+                t_uploads - t_store,
+                t_stream - t_uploads,
                 t_complete - t_stream,
                 stats.raw_bytes,
                 sum(o.stored_bytes or 0 for o in objects),
@@ -906,8 +911,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {args[0]!r}", file=sys.stderr)
         return 2
     interrupt.install()
-    if args[0] == "restore":
-        tune_malloc()  # not for backups: see agent/memory.py
+    tune_malloc(SETTINGS if args[0] == "restore" else BACKUP_SETTINGS)  # see agent/memory.py
     cfg = load()
     op = args[0]
     LOG.info("%s starting (agent %s) for %s:%d", op, __version__, cfg.db.host, cfg.db.port)
