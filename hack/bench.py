@@ -62,14 +62,18 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------- pod memory
 
 
+def _ppid(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return 0
+
+
 def _children() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (p / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid := _ppid(int(p.name)):
             kids.setdefault(ppid, []).append(int(p.name))
     return kids
 
@@ -94,12 +98,6 @@ def _comm(pid: int) -> str:
     return "?"
 
 
-def _ppid(pid: int) -> int:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    return 0
-
-
 def _container_procs(pid: int) -> Path | None:
     """The `cgroup.procs` file of the cgroup holding `pid` (its container's, on a real node), or
     None where there is none of its own (a process kubelet): v1's pids controller or v2."""
@@ -108,13 +106,11 @@ def _container_procs(pid: int) -> Path | None:
             hid, controllers, path = line.split(":", 2)
             if path in ("", "/"):
                 continue
+            rel = path.lstrip("/")
             if "pids" in controllers.split(","):
-                candidates = [Path("/sys/fs/cgroup/pids") / path.lstrip("/")]
+                candidates = [Path("/sys/fs/cgroup/pids") / rel]
             elif hid == "0":
-                candidates = [
-                    Path("/sys/fs/cgroup") / path.lstrip("/"),
-                    Path("/sys/fs/cgroup/unified") / path.lstrip("/"),
-                ]
+                candidates = [Path("/sys/fs/cgroup") / rel, Path("/sys/fs/cgroup/unified") / rel]
             else:
                 continue
             for c in candidates:

@@ -16,10 +16,10 @@ apply). At 2 MiB they are reused from the two arenas: verifying the bench's six 
 4-stream restore's pod peak was 124 MiB against 121 MiB (docs/performance.md, sixth round).
 Anything larger (a very compressible dump's long lines) is still mmapped and returned at once.
 
-The fixed threshold is for restores only: a backup allocates a new object for every read of
-zstd's output, and with a fixed threshold each one is a fresh mmap with its page faults.
-Interleaved runs of the same backup took 14.9 s and 21.6 s with it against 12.8 s and 14.3 s
-without, with more system time. Backups get the arena limit alone (BACKUP_SETTINGS).
+Backups read zstd's output into a new object each time (up to 1 MiB), so the old 128 KiB
+threshold made each of those reads a fresh mmap too: interleaved runs of the same backup took
+14.9 s and 21.6 s with it against 12.8 s and 14.3 s with glibc's defaults, with more system time.
+Their own fixed threshold (BACKUP_SETTINGS) sits above those reads and below the 8 MiB parts.
 """
 
 from __future__ import annotations
