@@ -773,6 +773,11 @@ def main() -> int:
     )
     ap.add_argument("--json", help="also write the raw figures to this file")
     ap.add_argument("--encrypt", action="store_true", help="policy with backup.encryption (a fresh age key)")
+    ap.add_argument(
+        "--compression-level",
+        type=int,
+        help="the policy's backup.compressionLevel (default: unset, the agent chooses per object)",
+    )
     args = ap.parse_args()
     rows = 125_000 if args.small else args.rows
 
@@ -836,7 +841,12 @@ def main() -> int:
             args.skip.append("zstd-mysql")
         env.policy(
             database={"databases": [BENCH_DB]},
-            backup={"compression": "zstd", "layout": args.layout, **encryption},
+            backup={
+                "compression": "zstd",
+                "layout": args.layout,
+                **encryption,
+                **({"compressionLevel": args.compression_level} if args.compression_level else {}),
+            },
             jobTemplate={"activeDeadlineSeconds": 3600},
         )
         if "dump" not in args.skip:

@@ -404,6 +404,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                         sha256=stats.sha256,
                         stored_bytes=writer.bytes_written,
                         size_bytes=stats.raw_bytes,
+                        compression_level=stats.level,
                     )
                 ]
             LOG.info(

@@ -482,7 +482,15 @@ _STORAGE = obj(
 _BACKUP = obj(
     {
         "compression": prop("string", enum=Compression, default=DEFAULT_COMPRESSION.value),
-        "compressionLevel": prop("integer", minimum=1, maximum=19),
+        "compressionLevel": prop(
+            "integer",
+            minimum=1,
+            maximum=19,
+            description=(
+                "Unset with zstd: chosen per stored object, the cheapest of levels 1-3 whose output for the "
+                "object's first 2 MiB is no larger than level 3's. Unset with gzip: 6."
+            ),
+        ),
         "layout": prop(
             "string",
             description=(

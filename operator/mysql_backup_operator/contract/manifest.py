@@ -47,6 +47,7 @@ class ManifestObject:
     size_bytes: int | None = None
     database: str | None = None
     table: str | None = None
+    compression_level: int | None = None  # informational: restores never need it
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -60,6 +61,8 @@ class ManifestObject:
             d["database"] = self.database
         if self.table is not None:
             d["table"] = self.table
+        if self.compression_level is not None:
+            d["compressionLevel"] = self.compression_level
         return d
 
     @staticmethod
@@ -73,6 +76,7 @@ class ManifestObject:
                 size_bytes=_opt_int(d.get("sizeBytes")),
                 database=d.get("database"),
                 table=d.get("table"),
+                compression_level=_opt_int(d.get("compressionLevel")),
             )
         except (KeyError, ValueError, TypeError) as e:
             raise ManifestError(f"manifest object entry is invalid: {e}") from None
