@@ -61,6 +61,41 @@ def node_watch(stack: Stack, api: Any) -> Iterator[dict[str, Any]]:
     stop.set()
 
 
+def _namespace_diagnostics(api: Any, namespace: str) -> str:
+    """The events and agent pod logs of a failed test's namespace. The namespace, and with it the
+    logs, is deleted right after the test, so this is the only chance to keep them."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    lines: list[str] = []
+    try:
+        for ev in core.list_namespaced_event(namespace).items:
+            obj = ev.involved_object
+            lines.append(f"event {ev.type} {obj.kind}/{obj.name} {ev.reason}: {ev.message}")
+        for pod in core.list_namespaced_pod(namespace).items:
+            for c in pod.spec.containers:
+                lines.append(f"----- pod {pod.metadata.name} container {c.name} ({pod.status.phase})")
+                try:
+                    lines.append(core.read_namespaced_pod_log(pod.metadata.name, namespace, container=c.name))
+                except client.ApiException as e:  # a pod that never started has no log
+                    lines.append(f"(no log: {e.status} {e.reason})")
+    except Exception as e:
+        lines.append(f"(diagnostics unavailable: {type(e).__name__}: {e})")
+    return "\n".join(lines)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed real-stack test shows its namespace's events and pod logs under its failure."""
+    report = yield
+    funcargs = getattr(item, "funcargs", {})
+    if report.when == "call" and report.failed and "namespace" in funcargs and "api" in funcargs:
+        report.sections.append(
+            ("namespace events and pod logs", _namespace_diagnostics(funcargs["api"], funcargs["namespace"]))
+        )
+    return report
+
+
 @pytest.fixture
 def namespace(stack: Stack, api: Any, node_watch: dict[str, Any]) -> Iterator[str]:
     """A fresh namespace per test, enforcing the restricted Pod Security Standard."""

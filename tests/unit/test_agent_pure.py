@@ -125,6 +125,11 @@ def test_classification() -> None:
     assert errors.from_mysql_errno(2003, "cannot connect", what="backup").reason == Reason.DATABASE_UNAVAILABLE
     e = errors.from_tool_stderr("mysqldump: Got error: 2002: Can't connect", 2, tool="mysqldump", what="backup")
     assert e.reason == Reason.DATABASE_UNAVAILABLE and not e.permanent
+    e = errors.from_tool_stderr("ERROR 1040 (HY000): Too many connections", 1, tool="mysql", what="restore")
+    assert e.reason == Reason.DATABASE_UNAVAILABLE
+    # A syntax error on line 2013 of a dump is the dump's fault, not a connection's.
+    e = errors.from_tool_stderr("ERROR 1064 (42000) at line 2013: You have an error", 1, tool="mysql", what="restore")
+    assert e.reason == Reason.RESTORE_FAILED and e.permanent
 
     class FakeClientError(Exception):
         def __init__(self, code: str, status: int) -> None:

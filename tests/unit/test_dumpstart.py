@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mysql_backup_operator.agent import cli, dumpstart
 from mysql_backup_operator.agent.dumpstart import FirstOutput
+from mysql_backup_operator.contract.config import AgentConfig
 
 _TCP_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 
@@ -184,3 +185,57 @@ def test_the_real_client_reports_a_refused_connection_as_never_connected(tmp_pat
     out = subprocess.run(argv, input=b"SELECT 1;\n", capture_output=True, timeout=30)
     assert out.returncode != 0
     assert isinstance(cli._client_error(out.stderr.decode(), out.returncode, what="r"), cli._NotConnected)
+
+
+def _db_config(port: int) -> AgentConfig:
+    import json
+
+    from mysql_backup_operator.contract import config
+
+    raw = {"database": {"host": "127.0.0.1", "port": port, "user": "u"}, "storage": {}}
+    return config.load({config.ENV_CONFIG: json.dumps(raw), config.ENV_DB_PASSWORD: "s3cr3t-pw"})
+
+
+def test_the_first_session_that_never_connected_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One lost SYN (a 10 s connect timeout) used to fail a backup's metadata step or a restore's
+    credentials check outright; it now gets the dump's three attempts."""
+    import pymysql
+    from mysql_backup_operator.agent.errors import AgentError
+    from mysql_backup_operator.api import Reason
+
+    calls: list[int] = []
+
+    def flaky(**kw: object) -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '10.0.0.1' (timed out)")
+        return "session"
+
+    monkeypatch.setattr(pymysql, "connect", flaky)
+    assert cli.connect(_db_config(3306), pause=0) == "session" and len(calls) == 3
+
+    calls.clear()
+
+    def denied(**kw: object) -> str:
+        calls.append(1)
+        raise pymysql.err.OperationalError(1045, "Access denied for user 'u' (using password: YES)")
+
+    monkeypatch.setattr(pymysql, "connect", denied)
+    with pytest.raises(AgentError) as info:
+        cli.connect(_db_config(3306), pause=0)
+    assert info.value.reason == Reason.AUTHENTICATION_FAILED and len(calls) == 1
+
+
+def test_a_refused_first_session_fails_database_unavailable_after_three_attempts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Against a real closed port: pymysql's refusal is classified, retried and finally reported,
+    and the password appears nowhere in what is reported."""
+    from mysql_backup_operator.agent.errors import AgentError
+    from mysql_backup_operator.api import Reason
+
+    with pytest.raises(AgentError) as info:
+        cli.connect(_db_config(1), pause=0)
+    assert len([r for r in caplog.records if "did not connect" in r.getMessage()]) == 2
+    assert info.value.reason == Reason.DATABASE_UNAVAILABLE and not info.value.permanent
+    assert "s3cr3t-pw" not in str(info.value)

@@ -71,27 +71,48 @@ def iso(t: dt.datetime) -> str:
 # ----------------------------------------------------------------------------- database metadata
 
 
-def connect(cfg: AgentConfig, database: str | None = None) -> Any:
+# What pymysql reports for a connection that never got as far as a session (errmsg.h: 2002 socket,
+# 2003 TCP refused or timed out, 2005 unknown host, 2013 lost during the greeting; the server's
+# 1040 too many connections and 1053 shutting down): nothing was run, so it may be tried again.
+_NEVER_CONNECTED_ERRNOS = frozenset({2002, 2003, 2005, 2013, 1040, 1053})
+
+
+def connect(cfg: AgentConfig, database: str | None = None, *, pause: float | None = None) -> Any:
+    """A pymysql session, tried up to DUMP_ATTEMPTS times while it never connects.
+
+    Why the retries: the agent's first session (metadata for a backup, the credentials check
+    before a restore) met the same lost SYNs as the dump (agent/dumpstart.py) with nothing to
+    absorb them, so one 10 s connect timeout failed the whole operation DatabaseUnavailable.
+    Access denied is never retried: it only locks accounts.
+    """
     import pymysql
 
     ssl: dict[str, Any] | None = None
     if cfg.db.tls_enabled:
         ssl = {"ca": cfg.db.tls_ca_file} if cfg.db.tls_ca_file else {"check_hostname": False}
-    try:
-        return pymysql.connect(
-            host=cfg.db.host,
-            port=cfg.db.port,
-            user=cfg.db.user,
-            password=cfg.db.password,
-            database=database,
-            connect_timeout=10,
-            read_timeout=60,
-            charset="utf8mb4",
-            ssl=ssl,
-        )
-    except pymysql.err.MySQLError as e:
-        code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
-        raise errors.from_mysql_errno(code, str(e.args[1] if len(e.args) > 1 else e), what="connect") from None
+
+    def once(last: bool) -> Any:
+        try:
+            return pymysql.connect(
+                host=cfg.db.host,
+                port=cfg.db.port,
+                user=cfg.db.user,
+                password=cfg.db.password,
+                database=database,
+                connect_timeout=10,
+                read_timeout=60,
+                charset="utf8mb4",
+                ssl=ssl,
+            )
+        except pymysql.err.MySQLError as e:
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+            message = errors.scrub(str(e.args[1] if len(e.args) > 1 else e), cfg.secrets)
+            error = errors.from_mysql_errno(code, message, what="connect")
+            if code in _NEVER_CONNECTED_ERRNOS and not last:
+                raise _NotConnected(error, f"{code}: {message}") from None
+            raise error from None
+
+    return _with_connect_retries(once, tool="pymysql", pause=DUMP_RETRY_PAUSE if pause is None else pause)
 
 
 def server_cpus(conn: Any) -> int | None:

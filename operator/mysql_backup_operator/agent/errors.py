@@ -64,7 +64,11 @@ _STDERR_PATTERNS: tuple[tuple[re.Pattern[str], Reason, bool], ...] = (
     (re.compile(r"Access denied|authentication|\(1045\)|\b1045\b|\b1698\b", re.I), Reason.AUTHENTICATION_FAILED, True),
     (
         re.compile(
-            r"Can't connect|Unknown (MySQL|MariaDB) server host|Lost connection|gone away|\b20(0[23]|13)\b", re.I
+            # An error number only after "ERROR " (mysql) or "error: " (mysqldump): a bare one can be
+            # a line number ("ERROR 1064 (42000) at line 2013: ...").
+            r"Can't connect|Unknown (MySQL|MariaDB) server host|Lost connection|gone away|Too many connections|"
+            r"(?:ERROR |error: )(?:20(?:0[2356]|13)|1040|1053)\b",
+            re.I,
         ),
         Reason.DATABASE_UNAVAILABLE,
         False,
