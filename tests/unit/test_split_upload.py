@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 import zstandard
-from mysql_backup_operator.agent.pipeline import LEVEL_SAMPLE, SplitUpload, choose_level, compress_stream
+from mysql_backup_operator.agent.pipeline import (
+    AUTO_LEVEL_MIN_BYTES,
+    LEVEL_SAMPLE,
+    SplitUpload,
+    choose_level,
+    compress_stream,
+    start_level,
+)
 from mysql_backup_operator.api import Compression
 from mysql_backup_operator.contract.manifest import ObjectKind
 from mysql_backup_operator.contract.store_s3 import S3Store
@@ -186,3 +193,39 @@ def test_an_unset_level_is_chosen_for_a_single_object_dump() -> None:
     assert zstandard.ZstdDecompressor().stream_reader(io.BytesIO(sink.getvalue())).read() == dump
     assert stats.raw_bytes == len(dump) and stats.level == choose_level(dump[:LEVEL_SAMPLE]).level
     assert stats.level in (1, 2)
+
+
+def test_only_tables_the_server_estimates_large_are_sampled() -> None:
+    """The sample's three trial compressions cost more than a small table's own compression, so a
+    table estimated below AUTO_LEVEL_MIN_BYTES starts at level 3; a large or unknown one is sampled;
+    a level set in the policy, or another compression, is left alone."""
+    z, gz = Compression.ZSTD, Compression.GZIP
+    assert start_level(z, None, estimated_bytes=AUTO_LEVEL_MIN_BYTES - 1) == 3
+    assert start_level(z, None, estimated_bytes=AUTO_LEVEL_MIN_BYTES) is None
+    assert start_level(z, None, estimated_bytes=None) is None
+    assert start_level(z, 7, estimated_bytes=0) == 7
+    assert start_level(gz, None, estimated_bytes=0) is None
+
+    rows = _hex_rows(60_000)
+    tables = [(name, rows) for name in ("estimated_small", "estimated_large", "unknown")]
+    dump = b"-- MariaDB dump\n--\n-- Current Database: `db`\n--\n\nUSE `db`;\n" + b"".join(
+        b"--\n-- Table structure for table `%s`\n--\n\nCREATE TABLE `%s` (id int);\nINSERT INTO `%s` VALUES "
+        % (n.encode(), n.encode(), n.encode())
+        + r
+        + b"(0,'','','');\n"
+        for n, r in tables
+    )
+    bucket = FakeBucket()
+    up = SplitUpload(
+        store=S3Store.from_client(bucket, "b"),
+        directory="d",
+        kind=Compression.ZSTD,
+        level=None,
+        metadata={},
+        table_bytes={("db", "estimated_small"): 16 << 20, ("db", "estimated_large"): 1 << 30},
+    )
+    up.stream(io.BufferedReader(io.BytesIO(dump)))  # type: ignore[arg-type]
+    levels = {o.table: o.compression_level for o in up.finish() if o.kind == ObjectKind.TABLE}
+    sampled = choose_level(rows[:LEVEL_SAMPLE]).level
+    assert sampled in (1, 2)
+    assert levels == {"estimated_small": 3, "estimated_large": sampled, "unknown": sampled}

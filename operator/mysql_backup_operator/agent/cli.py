@@ -38,7 +38,7 @@ from . import binlog, crypto, dumpstart, errors, interrupt, storage
 from .config import AgentConfig, load
 from .errors import AgentError
 from .memory import BACKUP_SETTINGS, SETTINGS, tune_malloc
-from .pipeline import SplitUpload, compress_stream, widen_pipe
+from .pipeline import SplitUpload, compress_stream, start_level, widen_pipe
 from .sqlstream import (
     PER_TABLE_DUMP_FLAGS,
     DatabaseFilter,
@@ -159,11 +159,19 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
                 )
                 databases = [r[0] for r in cur.fetchall()]
             counts: dict[str, int] = {"tables": 0, "views": 0, "routines": 0, "triggers": 0, "events": 0}
+            table_bytes: dict[tuple[str, str], int] = {}
             if databases:
                 dbs = tuple(databases)
-                queries = {
-                    "tables": "SELECT COUNT(*) FROM information_schema.TABLES "
+                # DATA_LENGTH is the server's estimate (InnoDB: from its statistics, no table is
+                # read); it decides which tables are worth sampling for a zstd level.
+                cur.execute(
+                    "SELECT TABLE_SCHEMA, TABLE_NAME, DATA_LENGTH FROM information_schema.TABLES "
                     "WHERE TABLE_TYPE='BASE TABLE' AND TABLE_SCHEMA IN %s",
+                    (dbs,),
+                )
+                table_bytes = {(str(d), str(t)): int(n or 0) for d, t, n in cur.fetchall()}
+                counts["tables"] = len(table_bytes)
+                queries = {
                     "views": "SELECT COUNT(*) FROM information_schema.TABLES "
                     "WHERE TABLE_TYPE='VIEW' AND TABLE_SCHEMA IN %s",
                     "routines": "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN %s",
@@ -193,6 +201,7 @@ def collect_metadata(cfg: AgentConfig) -> dict[str, Any]:
         "isMariaDB": "mariadb" in version.lower(),
         "databases": databases,
         "counts": counts,
+        "tableBytes": table_bytes,
         "binlogEnabled": binlog_on,
     }
 
@@ -381,6 +390,7 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                         level=level,
                         metadata=metadata,
                         recipient=recipient,
+                        table_bytes=meta["tableBytes"],
                     )
                 else:
                     writer = store.writer(cfg.storage.dump_key, metadata=metadata)
@@ -401,7 +411,14 @@ def backup(cfg: AgentConfig) -> dict[str, Any]:
                 stats = split.stream(dump_out)
             else:
                 assert writer is not None
-                stats = compress_stream(dump_out, kind=compression, level=level, sink=writer.write, recipient=recipient)
+                estimate = sum(n for (d, t), n in meta["tableBytes"].items() if f"{d}.{t}" not in meta["ignoreTables"])
+                stats = compress_stream(
+                    dump_out,
+                    kind=compression,
+                    level=start_level(compression, level, estimated_bytes=estimate),
+                    sink=writer.write,
+                    recipient=recipient,
+                )
             code = proc.wait() if proc else 0
             if code != 0:
                 raise errors.from_tool_stderr(

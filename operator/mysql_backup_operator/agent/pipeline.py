@@ -32,7 +32,7 @@ import logging
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, cast
@@ -59,6 +59,11 @@ DEFAULT_ZSTD_LEVEL = 3
 # the CLI's workers compresses on its own, so the sample sees what a job sees.
 LEVEL_SAMPLE = ZSTD_JOB_MIB * 1024 * 1024
 CHEAPER_LEVELS = (1, 2)
+# With no level set, an object the server estimates below this is compressed at level 3 without
+# a sample: the three trial compressions cost ~50 ms of CPU, as much as a 2-20 MiB table's own
+# compression at level 3 (50-170 MB/s per core on the benchmark's data) and 4-13 % of it at this
+# size, while what a cheaper level saves on an object that small is small in absolute terms.
+AUTO_LEVEL_MIN_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -158,6 +163,24 @@ class LevelChoice:
         return f"zstd level {self.level} (first {self.sample_bytes} bytes: {sizes})"
 
 
+def start_level(kind: Compression, level: int | None, *, estimated_bytes: int | None) -> int | None:
+    """The level to open an object's compressor at: the policy's; else, for zstd, level 3 for an
+    object the server estimates below AUTO_LEVEL_MIN_BYTES, and None (sample and choose) for a
+    larger one or one without an estimate (a table created after the metadata step). Other
+    compressions keep None, their own default."""
+    if kind != Compression.ZSTD or level is not None:
+        return level
+    if estimated_bytes is None or estimated_bytes >= AUTO_LEVEL_MIN_BYTES:
+        return None
+    return DEFAULT_ZSTD_LEVEL
+
+
+def recorded_level(kind: Compression, level: int | None) -> int | None:
+    """The level recorded for an object whose level is known when it opens: zstd's default for
+    zstd, whatever was asked for (None: the compressor's own default) otherwise."""
+    return level or (DEFAULT_ZSTD_LEVEL if kind == Compression.ZSTD else None)
+
+
 def choose_level(sample: Buffer) -> LevelChoice:
     """The cheapest zstd level whose output for `sample` is no larger than level 3's.
 
@@ -200,7 +223,7 @@ def compress_stream(
         level = choice.level
         argv = zstd_command(level)
         assert argv is not None
-    stats = StreamStats(level=level or (DEFAULT_ZSTD_LEVEL if kind == Compression.ZSTD else None))
+    stats = StreamStats(level=recorded_level(kind, level))
     out = crypto.stage(recipient, stats.stored_sink(sink))
     try:
         if argv is None:
@@ -231,9 +254,10 @@ def _in_process(
 def read_up_to(source: Readable, size: int) -> bytearray:
     """The first `size` bytes of `source` (fewer at its end), for choose_level."""
     head = bytearray()
-    buf = bytearray(DUMP_READ)
-    while len(head) < size and (n := source.readinto(buf)):
-        head += memoryview(buf)[:n]
+    for chunk in chunks(source):
+        head += chunk
+        if len(head) >= size:
+            break
     return head
 
 
@@ -322,7 +346,7 @@ class CompressedObject:
             argv = zstd_command(level) if kind == Compression.ZSTD and not small else None
             self.comp = None if argv else compressor(kind, level, threads=0 if small else -1)
             self.error: list[BaseException] = []
-            self.stats.level = level or (DEFAULT_ZSTD_LEVEL if kind == Compression.ZSTD else None)
+            self.stats.level = recorded_level(kind, level)
             # Bytes held back until the level is chosen (auto level only); None once it is.
             self.sample: bytearray | None = bytearray() if argv and level is None else None
             if argv and self.sample is None:
@@ -461,16 +485,20 @@ class SplitUpload:
         level: int | None,
         metadata: dict[str, str],
         recipient: Any | None = None,
+        table_bytes: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
+        """`table_bytes`: the server's size estimate per (database, table), which decides whether
+        a table with no level set is sampled (start_level); None samples every table."""
         self.store, self.directory = store, directory
+        self.table_bytes = table_bytes
         self.kind, self.level, self.metadata = kind, level, metadata
         self.recipient = recipient
         self.suffix = crypto.SUFFIX if recipient is not None else ""
         self.splitter = DumpSplitter()
         self.raw = StreamStats()
-        self.prologue = self._open(part_key(directory, kind, kind="prologue"), small=True)
+        self.prologue = self._open(part_key(directory, kind, kind="prologue"), level=level, small=True)
         try:
-            self.epilogue = self._open(part_key(directory, kind, kind="epilogue"), small=True)
+            self.epilogue = self._open(part_key(directory, kind, kind="epilogue"), level=level, small=True)
         except BaseException:
             self.prologue.abort()
             raise
@@ -483,12 +511,12 @@ class SplitUpload:
         self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self.publishing: Future[None] | None = None
 
-    def _open(self, key: str, *, small: bool = False) -> CompressedObject:
+    def _open(self, key: str, *, level: int | None, small: bool = False) -> CompressedObject:
         return CompressedObject(
             store=self.store,
             key=key + self.suffix,
             kind=self.kind,
-            level=self.level,
+            level=level,
             metadata=self.metadata,
             small=small,
             recipient=self.recipient,
@@ -504,10 +532,12 @@ class SplitUpload:
                 key = part_key(
                     self.directory, self.kind, kind="table", index=index, database=d.database or "", table=d.table or ""
                 )
+                estimate = None if self.table_bytes is None else self.table_bytes.get((d.database or "", d.table or ""))
+                level = start_level(self.kind, self.level, estimated_bytes=estimate)
                 # Shielded: a SIGTERM between the upload's creation and this assignment would
                 # leave an upload that abort() cannot see (agent/interrupt.py).
                 with interrupt.shielded():
-                    self.table, self.table_dest = self._open(key), d
+                    self.table, self.table_dest = self._open(key, level=level), d
             assert self.table is not None
             self.table.write(piece.data)
         elif unit == Unit.PROLOGUE:

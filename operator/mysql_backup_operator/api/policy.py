@@ -488,7 +488,8 @@ _BACKUP = obj(
             maximum=19,
             description=(
                 "Unset with zstd: chosen per stored object, the cheapest of levels 1-3 whose output for the "
-                "object's first 2 MiB is no larger than level 3's. Unset with gzip: 6."
+                "object's first 2 MiB is no larger than level 3's (level 3 for tables the server estimates "
+                "below 64 MiB). Unset with gzip: 6."
             ),
         ),
         "layout": prop(
